@@ -14,6 +14,7 @@ use crate::time::UnixMs;
 
 /// The state of one region as the engine sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub enum Status {
     /// Never evaluated good: no host has reported healthy enough yet.
     Unknown,
@@ -23,6 +24,7 @@ pub enum Status {
 
 /// Health bookkeeping of one region.
 #[derive(Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct RegionHealth {
     pub status: Status,
     /// Consecutive good evaluations (while not up) or bad ones (while up).
@@ -34,6 +36,7 @@ pub struct RegionHealth {
     /// The last evaluation's inputs, for `/v1/state` and explain.
     pub last: RegionLoad,
     /// Why the last evaluation was bad, if it was.
+    #[serde(skip)]
     pub last_bad_reason: Option<&'static str>,
 }
 
@@ -88,6 +91,7 @@ impl Default for SurgeRamp {
 
 /// Health of every region plus the operator's drains. Keyed by region name (survives reloads).
 #[derive(Debug, Clone, Default, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct HealthState {
     pub regions: BTreeMap<String, RegionHealth>,
     /// Regions an operator drained: never answered, their gates set to drain.

@@ -219,94 +219,94 @@ fn parse_yaml(text: &str) -> Result<Node, SyntaxError> {
 
 impl Builder {
     fn event(&mut self, event: Event<'_>, mark: Mark) -> Result<(), SyntaxError> {
-    match event {
-        Event::DocumentStart(_) => {
-            self.documents += 1;
-            if self.documents > 1 {
-                return Err(self.error(mark, "expected a single YAML document".to_owned()));
+        match event {
+            Event::DocumentStart(_) => {
+                self.documents += 1;
+                if self.documents > 1 {
+                    return Err(self.error(mark, "expected a single YAML document".to_owned()));
+                }
             }
-        }
-        Event::Scalar(value, style, anchor, tag) => {
-            let mut plain = style == ScalarStyle::Plain;
-            if let Some(tag) = tag {
-                self.check_tag(mark, &tag)?;
-                // `!!str 10` is the string "10"; other core tags only confirm what plain resolution gives.
-                plain &= tag.suffix != "str";
-            }
-            self.push(
-                Node {
-                    kind: Kind::Scalar {
-                        value: value.into_owned(),
-                        plain,
-                    },
-                    mark,
-                },
-                anchor,
-            )?;
-        }
-        Event::SequenceStart(anchor, tag) => {
-            if let Some(tag) = tag {
-                self.check_tag(mark, &tag)?;
-            }
-            self.open(
-                mark,
-                Frame::Seq {
-                    mark,
-                    anchor,
-                    items: Vec::new(),
-                },
-            )?;
-        }
-        Event::MappingStart(anchor, tag) => {
-            if let Some(tag) = tag {
-                self.check_tag(mark, &tag)?;
-            }
-            let frame = Frame::Map {
-                mark,
-                anchor,
-                entries: Vec::new(),
-                keys: HashMap::new(),
-                key: None,
-            };
-            self.open(mark, frame)?;
-        }
-        Event::SequenceEnd | Event::MappingEnd => {
-            let (node, anchor) = match self.stack.pop() {
-                Some(Frame::Seq { mark, anchor, items }) => (
+            Event::Scalar(value, style, anchor, tag) => {
+                let mut plain = style == ScalarStyle::Plain;
+                if let Some(tag) = tag {
+                    self.check_tag(mark, &tag)?;
+                    // `!!str 10` is the string "10"; other core tags only confirm what plain resolution gives.
+                    plain &= tag.suffix != "str";
+                }
+                self.push(
                     Node {
-                        kind: Kind::Seq(items),
+                        kind: Kind::Scalar {
+                            value: value.into_owned(),
+                            plain,
+                        },
                         mark,
                     },
                     anchor,
-                ),
-                Some(Frame::Map {
+                )?;
+            }
+            Event::SequenceStart(anchor, tag) => {
+                if let Some(tag) = tag {
+                    self.check_tag(mark, &tag)?;
+                }
+                self.open(
+                    mark,
+                    Frame::Seq {
+                        mark,
+                        anchor,
+                        items: Vec::new(),
+                    },
+                )?;
+            }
+            Event::MappingStart(anchor, tag) => {
+                if let Some(tag) = tag {
+                    self.check_tag(mark, &tag)?;
+                }
+                let frame = Frame::Map {
                     mark,
                     anchor,
-                    entries,
-                    ..
-                }) => (
-                    Node {
-                        kind: Kind::Map(entries),
+                    entries: Vec::new(),
+                    keys: HashMap::new(),
+                    key: None,
+                };
+                self.open(mark, frame)?;
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let (node, anchor) = match self.stack.pop() {
+                    Some(Frame::Seq { mark, anchor, items }) => (
+                        Node {
+                            kind: Kind::Seq(items),
+                            mark,
+                        },
+                        anchor,
+                    ),
+                    Some(Frame::Map {
                         mark,
-                    },
-                    anchor,
-                ),
-                None => return Err(self.error(mark, "unbalanced collection end".to_owned())),
-            };
-            self.push(node, anchor)?;
+                        anchor,
+                        entries,
+                        ..
+                    }) => (
+                        Node {
+                            kind: Kind::Map(entries),
+                            mark,
+                        },
+                        anchor,
+                    ),
+                    None => return Err(self.error(mark, "unbalanced collection end".to_owned())),
+                };
+                self.push(node, anchor)?;
+            }
+            Event::Alias(anchor) => {
+                let Some(target) = self.anchors.get(&anchor) else {
+                    return Err(self.error(mark, "alias to an unknown anchor".to_owned()));
+                };
+                let mut node = target.clone();
+                // Errors inside an alias point at the anchored original, the alias itself at its use.
+                node.mark = mark;
+                self.nodes += node.count() - 1;
+                self.push(node, 0)?;
+            }
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
         }
-        Event::Alias(anchor) => {
-            let Some(target) = self.anchors.get(&anchor) else {
-                return Err(self.error(mark, "alias to an unknown anchor".to_owned()));
-            };
-            let mut node = target.clone();
-            // Errors inside an alias point at the anchored original, the alias itself at its use.
-            node.mark = mark;
-            self.nodes += node.count() - 1;
-            self.push(node, 0)?;
-        }
-        Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
-    }
         Ok(())
     }
 
@@ -1089,21 +1089,7 @@ impl Check<'_> {
         };
         let region_set = RegionSet::from_ids(&service_regions);
         if mode == Mode::Geo {
-            for (j, id) in service_regions.iter().enumerate() {
-                let region = &regions[id.index()];
-                if region.location.is_none() {
-                    let p = if s.regions.is_some() {
-                        format!("{path}.regions[{j}]")
-                    } else {
-                        format!("{path}.mode")
-                    };
-                    let message = format!(
-                        "mode geo needs a location for every region: region {:?} has none",
-                        region.name
-                    );
-                    self.err(&p, message);
-                }
-            }
+            self.geo_locations(path, s, &service_regions, regions);
         }
         let answers = match u8::try_from(s.answers) {
             Ok(a) if (1..=ANSWERS_MAX).contains(&usize::from(a)) => a,
@@ -1146,16 +1132,7 @@ impl Check<'_> {
             }
         };
         let slow_start = self.duration(&format!("{path}.slow_start"), &s.slow_start, SLOW_START_MAX);
-        if s.fences.len() > FENCES_PER_SERVICE_MAX {
-            let message = format!(
-                "{} fences: expected at most {FENCES_PER_SERVICE_MAX}",
-                s.fences.len()
-            );
-            self.err(&format!("{path}.fences"), message);
-        }
-        let fences = (s.fences.iter().take(FENCES_PER_SERVICE_MAX).enumerate())
-            .map(|(k, f)| self.fence(&format!("{path}.fences[{k}]"), f, names, region_set))
-            .collect();
+        let fences = self.fences(path, &s.fences, names, region_set);
         let capacity = s
             .capacity
             .as_ref()
@@ -1177,6 +1154,31 @@ impl Check<'_> {
             slow_start,
             fences,
             capacity,
+        }
+    }
+
+    /// `geo` mode measures distance from every candidate, so each needs a location.
+    fn geo_locations(
+        &mut self,
+        path: &str,
+        s: &RawService,
+        service_regions: &[RegionId],
+        regions: &[Region],
+    ) {
+        for (j, id) in service_regions.iter().enumerate() {
+            let region = &regions[id.index()];
+            if region.location.is_none() {
+                let p = if s.regions.is_some() {
+                    format!("{path}.regions[{j}]")
+                } else {
+                    format!("{path}.mode")
+                };
+                let message = format!(
+                    "mode geo needs a location for every region: region {:?} has none",
+                    region.name
+                );
+                self.err(&p, message);
+            }
         }
     }
 
@@ -1262,6 +1264,16 @@ impl Check<'_> {
                 Duration::ZERO
             }
         }
+    }
+
+    fn fences(&mut self, path: &str, list: &[RawFence], names: &[&str], region_set: RegionSet) -> Vec<Fence> {
+        if list.len() > FENCES_PER_SERVICE_MAX {
+            let message = format!("{} fences: expected at most {FENCES_PER_SERVICE_MAX}", list.len());
+            self.err(&format!("{path}.fences"), message);
+        }
+        (list.iter().take(FENCES_PER_SERVICE_MAX).enumerate())
+            .map(|(k, f)| self.fence(&format!("{path}.fences[{k}]"), f, names, region_set))
+            .collect()
     }
 
     fn fence(&mut self, path: &str, f: &RawFence, names: &[&str], service_regions: RegionSet) -> Fence {

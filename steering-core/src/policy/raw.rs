@@ -14,6 +14,7 @@ use serde::de::{MapAccess, Visitor};
 /// The whole policy file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a map with zone, regions, services and optionally health")]
 pub(super) struct RawPolicy {
     /// The DNS zone the services live under (`infer.example.com.`); the trailing dot is optional.
     pub(super) zone: String,
@@ -59,6 +60,7 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Named<V> {
 /// One region: where its endpoints are and how much it weighs.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a region: a map with endpoints and optionally location and weight")]
 pub(super) struct RawRegion {
     /// IPv4 and IPv6 addresses handed out for this region; at least one. Required.
     pub(super) endpoints: Vec<String>,
@@ -77,6 +79,7 @@ fn default_weight() -> i64 {
 /// A point on the earth in degrees.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a location: a map with lat and lon")]
 pub(super) struct RawLocation {
     /// Latitude, -90..=90. Required.
     pub(super) lat: f64,
@@ -87,6 +90,7 @@ pub(super) struct RawLocation {
 /// How a service picks its regions.
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[serde(expecting = "one of latency, failover, weighted, geo")]
 pub(super) enum RawMode {
     /// Lowest predicted latency (the default).
     #[default]
@@ -102,6 +106,7 @@ pub(super) enum RawMode {
 /// One service: a name under the zone and how its answers are chosen.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a service: a map with mode, regions, answers, ttl, ... (all optional)")]
 pub(super) struct RawService {
     /// Selection mode. Default: `latency`.
     #[serde(default)]
@@ -151,6 +156,7 @@ fn default_slow_start() -> String {
 /// Answer TTLs; both in whole seconds.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a map with normal and min")]
 pub(super) struct RawTtl {
     /// The TTL of a clear-cut answer. Default: `20s`.
     #[serde(default = "default_ttl_normal")]
@@ -177,6 +183,7 @@ impl Default for RawTtl {
 /// Regions within `ms` milliseconds or `pct` percent of the best count as tied.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a map with ms and pct")]
 pub(super) struct RawStabilize {
     /// Absolute band in milliseconds, `0..=10_000`. Default: 10.
     #[serde(default = "default_stabilize_ms")]
@@ -206,6 +213,7 @@ impl Default for RawStabilize {
 /// `open`, `closed` or `{ fallback: [region, ...] }`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[serde(expecting = "open, closed or { fallback: [region, ...] }")]
 pub(super) enum RawWhenAllDown {
     /// Answer with every candidate as if healthy (the default).
     #[default]
@@ -219,6 +227,7 @@ pub(super) enum RawWhenAllDown {
 /// Clients from `countries` or `continents` may only be sent to `allow`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a fence: a map with countries and/or continents, allow and strict")]
 pub(super) struct RawFence {
     /// ISO 3166-1 alpha-2 codes (`DE`). Default: none; at least one of `countries`/`continents`.
     #[serde(default)]
@@ -241,6 +250,7 @@ fn default_strict() -> bool {
 /// High watermarks past which a region sheds answers; at least one.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a map with queue_depth_high and/or kv_cache_high")]
 pub(super) struct RawCapacity {
     /// Average queue depth per host, >= 1. Default: no limit.
     #[serde(default)]
@@ -253,6 +263,7 @@ pub(super) struct RawCapacity {
 /// Health evaluation. The defaults are those of `HealthPolicy::default()` (a unit test checks it).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(expecting = "a map with fall, rise, stale_after, min_healthy_fraction, min_healthy_hosts")]
 pub(super) struct RawHealth {
     /// Consecutive bad evaluations before a region goes down, >= 1. Default: 2.
     #[serde(default = "default_fall")]

@@ -13,6 +13,7 @@ use wire::{GateMode, GateReport, LoadReport, Report};
 
 /// Bounds of the telemetry store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Hosts remembered per region.
     pub hosts_per_region_max: usize,
@@ -66,6 +67,7 @@ pub enum IngestError {
 
 /// A smoothed RTT estimate for one (region, prefix).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct RttEstimate {
     /// EWMA of the per-interval medians.
     pub srtt_us: u32,
@@ -110,6 +112,7 @@ impl RttEstimate {
 
 /// The last word from one host.
 #[derive(Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct HostState {
     pub last_report_at: UnixMs,
     pub seq: u64,
@@ -125,6 +128,7 @@ pub struct HostState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct GateTotals {
     pub syn_seen: u64,
     pub syn_admitted: u64,
@@ -133,6 +137,7 @@ pub struct GateTotals {
 
 /// Everything known about one region.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct RegionTelemetry {
     pub hosts: BTreeMap<String, HostState>,
     pub prefixes: HashMap<Prefix, RttEstimate>,
@@ -142,6 +147,7 @@ pub struct RegionTelemetry {
 
 /// Aggregates of a region's live hosts at some `now`.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct RegionLoad {
     pub hosts_known: u32,
     pub hosts_live: u32,
@@ -161,6 +167,7 @@ pub struct Ingested {
 
 /// The telemetry store, keyed by region *name* so it survives policy reloads that reorder regions.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Telemetry {
     pub limits: Limits,
     pub regions: BTreeMap<String, RegionTelemetry>,
