@@ -2,6 +2,10 @@
 //! snapshot build time for each size. `cargo xtask bench core`.
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its results")]
+#![allow(
+    clippy::disallowed_types,
+    reason = "wall-clock timing of the snapshot build is what is measured"
+)]
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -48,23 +52,29 @@ fn setup(prefixes: u32) -> (Snapshot, std::time::Duration) {
         for i in 0..prefixes {
             let p = Prefix::of(IpAddr::V4(client(i)), 24);
             let rtt = 5_000 + ((i.wrapping_mul(2_654_435_761) >> 8) ^ (u32::from(r.id.0) * 7919)) % 150_000;
-            rt.prefixes.insert(p, RttEstimate {
-                srtt_us: rtt,
-                srtt_us_p90: rtt + 1000,
-                srtt_us_min: rtt - 500,
-                samples: 100,
-                retrans: 0,
-                updated_at: now,
-            });
+            rt.prefixes.insert(
+                p,
+                RttEstimate {
+                    srtt_us: rtt,
+                    srtt_us_p90: rtt + 1000,
+                    srtt_us_min: rtt - 500,
+                    samples: 100,
+                    retrans: 0,
+                    updated_at: now,
+                },
+            );
         }
-        health.regions.insert(r.name.clone(), steering_core::region_health::RegionHealth {
-            status: steering_core::region_health::Status::Up,
-            streak: 0,
-            recovered_at: None,
-            changed_at: now,
-            last: steering_core::telemetry::RegionLoad::default(),
-            last_bad_reason: None,
-        });
+        health.regions.insert(
+            r.name.clone(),
+            steering_core::region_health::RegionHealth {
+                status: steering_core::region_health::Status::Up,
+                streak: 0,
+                recovered_at: None,
+                changed_at: now,
+                last: steering_core::telemetry::RegionLoad::default(),
+                last_bad_reason: None,
+            },
+        );
     }
     let started = WallClock::now();
     let snap = Snapshot::build(policy, &tel, &health, now, 42, None);
@@ -76,7 +86,11 @@ fn decide(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for (label, n) in [("1k", 1_000u32), ("100k", 100_000), ("1M", 1_000_000)] {
         let (snap, build) = setup(n);
-        println!("snapshot build: {label} prefixes x 5 regions -> {} rows in {:.0} ms", snap.rtt_rows(), build.as_secs_f64() * 1e3);
+        println!(
+            "snapshot build: {label} prefixes x 5 regions -> {} rows in {:.0} ms",
+            snap.rtt_rows(),
+            build.as_secs_f64() * 1e3
+        );
         let resolver = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 53));
         let queries: Vec<Query> = (0..4096u32)
             .map(|k| {

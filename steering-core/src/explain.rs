@@ -38,11 +38,16 @@ pub fn render(snap: &Snapshot, q: &Query, d: &Decision) -> String {
     s.push('\n');
     let _ = writeln!(s, "1 candidates  {}", names(p, t.candidates));
     let drained = t.candidates.minus(t.after_admin);
-    let _ = writeln!(s, "2 admin       {}{}", names(p, t.after_admin), if drained.is_empty() {
-        String::new()
-    } else {
-        format!("  (drained: {})", names(p, drained))
-    });
+    let _ = writeln!(
+        s,
+        "2 admin       {}{}",
+        names(p, t.after_admin),
+        if drained.is_empty() {
+            String::new()
+        } else {
+            format!("  (drained: {})", names(p, drained))
+        }
+    );
     match t.fence {
         Some(i) => {
             let f = &svc.fences[usize::from(i)];
@@ -52,7 +57,11 @@ pub fn render(snap: &Snapshot, q: &Query, d: &Decision) -> String {
                 names(p, t.after_fence),
                 names(p, f.allow),
                 if f.strict { ", strict" } else { "" },
-                if t.fence_left { "; left: every region inside is down" } else { "" }
+                if t.fence_left {
+                    "; left: every region inside is down"
+                } else {
+                    ""
+                }
             );
         }
         None => {
@@ -93,7 +102,11 @@ pub fn render(snap: &Snapshot, q: &Query, d: &Decision) -> String {
     s.push('\n');
     for r in t.after_capacity.iter() {
         let v = t.rtt_us[r.index()];
-        let rtt = if v == u32::MAX { "-".to_owned() } else { format!("{:.1}ms", f64::from(v) / 1000.0) };
+        let rtt = if v == u32::MAX {
+            "-".to_owned()
+        } else {
+            format!("{:.1}ms", f64::from(v) / 1000.0)
+        };
         let mut marks = Vec::new();
         if t.best == Some(r) {
             marks.push("best");

@@ -24,7 +24,10 @@ impl Country {
             return None;
         }
         let up = [b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()];
-        ISO_3166_1.split(' ').any(|c| c.as_bytes() == up).then_some(Country(up))
+        ISO_3166_1
+            .split(' ')
+            .any(|c| c.as_bytes() == up)
+            .then_some(Country(up))
     }
 
     #[must_use]
@@ -45,7 +48,7 @@ impl fmt::Display for Country {
     }
 }
 
-/// A continent as MaxMind names them.
+/// A continent as `MaxMind` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Continent {
     Africa,
@@ -71,7 +74,9 @@ impl Continent {
     /// Parses a two-letter continent code (AF AN AS EU NA OC SA), case-insensitive.
     #[must_use]
     pub fn parse(s: &str) -> Option<Continent> {
-        Continent::ALL.into_iter().find(|c| c.code().eq_ignore_ascii_case(s))
+        Continent::ALL
+            .into_iter()
+            .find(|c| c.code().eq_ignore_ascii_case(s))
     }
 
     #[must_use]
@@ -138,7 +143,10 @@ mod tests {
     #[test]
     fn distance_dublin_virginia() {
         let dublin = GeoPoint { lat: 53.3, lon: -6.2 };
-        let ashburn = GeoPoint { lat: 39.0, lon: -77.5 };
+        let ashburn = GeoPoint {
+            lat: 39.0,
+            lon: -77.5,
+        };
         let d = dublin.distance_km(ashburn);
         assert!((5400.0..5700.0).contains(&d), "{d}");
     }

@@ -68,7 +68,11 @@ fn mask(family: Family, bits: u128, len: u8) -> u128 {
         return 0;
     }
     let keep = u128::MAX << (width - u32::from(len));
-    let width_mask = if width == 128 { u128::MAX } else { (1u128 << width) - 1 };
+    let width_mask = if width == 128 {
+        u128::MAX
+    } else {
+        (1u128 << width) - 1
+    };
     bits & keep & width_mask
 }
 
@@ -81,7 +85,11 @@ impl Prefix {
             IpAddr::V6(a) => (Family::V6, u128::from(a)),
         };
         let len = len.min(family.max_len());
-        Prefix { family, len, bits: mask(family, bits, len) }
+        Prefix {
+            family,
+            len,
+            bits: mask(family, bits, len),
+        }
     }
 
     #[must_use]
@@ -90,6 +98,10 @@ impl Prefix {
     }
 
     #[must_use]
+    #[allow(
+        clippy::len_without_is_empty,
+        reason = "the length of a prefix, not of a container"
+    )]
     pub fn len(&self) -> u8 {
         self.len
     }
@@ -103,7 +115,11 @@ impl Prefix {
     #[must_use]
     pub fn truncate(self, len: u8) -> Prefix {
         let len = len.min(self.len);
-        Prefix { family: self.family, len, bits: mask(self.family, self.bits, len) }
+        Prefix {
+            family: self.family,
+            len,
+            bits: mask(self.family, self.bits, len),
+        }
     }
 
     /// Whether `addr` lies inside this prefix.
@@ -126,7 +142,9 @@ impl FromStr for Prefix {
     type Err = PrefixError;
 
     fn from_str(s: &str) -> Result<Prefix, PrefixError> {
-        let (addr, len) = s.split_once('/').ok_or_else(|| PrefixError::Syntax(s.to_owned()))?;
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| PrefixError::Syntax(s.to_owned()))?;
         let addr: IpAddr = addr.parse().map_err(|_| PrefixError::Syntax(s.to_owned()))?;
         let len: u8 = len.parse().map_err(|_| PrefixError::Syntax(s.to_owned()))?;
         let max = match addr {
@@ -180,10 +198,19 @@ mod tests {
         assert_eq!(p.truncate(16).to_string(), "198.18.0.0/16");
         assert!(p.contains("198.18.1.77".parse().unwrap()));
         assert!(!p.contains("198.18.2.1".parse().unwrap()));
-        assert_eq!("198.18.1.1/24".parse::<Prefix>(), Err(PrefixError::HostBits("198.18.1.1/24".into())));
-        assert!(matches!("1.2.3.0/33".parse::<Prefix>(), Err(PrefixError::TooLong { .. })));
-        let v6: Prefix = "2001:db8:1:200::/56".parse().unwrap();
+        assert_eq!(
+            "198.18.1.1/24".parse::<Prefix>(),
+            Err(PrefixError::HostBits("198.18.1.1/24".into()))
+        );
+        assert!(matches!(
+            "1.2.3.0/33".parse::<Prefix>(),
+            Err(PrefixError::TooLong { .. })
+        ));
+        let v6: Prefix = "2001:db8:100:200::/56".parse().unwrap();
         assert_eq!(v6.truncate(40).to_string(), "2001:db8:100::/40");
-        assert_eq!(Prefix::of("10.1.2.3".parse().unwrap(), 0).to_string(), "0.0.0.0/0");
+        assert_eq!(
+            Prefix::of("10.1.2.3".parse().unwrap(), 0).to_string(),
+            "0.0.0.0/0"
+        );
     }
 }

@@ -13,8 +13,7 @@ use crate::telemetry::{RegionLoad, Telemetry};
 use crate::time::UnixMs;
 
 /// The state of one region as the engine sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Status {
     /// Never evaluated good: no host has reported healthy enough yet.
     Unknown,
@@ -23,8 +22,7 @@ pub enum Status {
 }
 
 /// Health bookkeeping of one region.
-#[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RegionHealth {
     pub status: Status,
     /// Consecutive good evaluations (while not up) or bad ones (while up).
@@ -85,13 +83,16 @@ pub struct SurgeRamp {
 
 impl Default for SurgeRamp {
     fn default() -> SurgeRamp {
-        SurgeRamp { start_per_s: 20, full_per_s: 2000, burst: 32 }
+        SurgeRamp {
+            start_per_s: 20,
+            full_per_s: 2000,
+            burst: 32,
+        }
     }
 }
 
 /// Health of every region plus the operator's drains. Keyed by region name (survives reloads).
-#[derive(Debug, Clone, Default, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HealthState {
     pub regions: BTreeMap<String, RegionHealth>,
     /// Regions an operator drained: never answered, their gates set to drain.
@@ -116,10 +117,14 @@ impl HealthState {
     /// One evaluation tick for every region of the policy.
     pub fn evaluate(&mut self, policy: &Policy, telemetry: &Telemetry, now: UnixMs) {
         let hp = policy.health;
-        self.regions.retain(|name, _| policy.region_by_name(name).is_some());
+        self.regions
+            .retain(|name, _| policy.region_by_name(name).is_some());
         for region in &policy.regions {
             let load = telemetry.region_load(&region.name, hp.stale_after, now);
-            let rh = self.regions.entry(region.name.clone()).or_insert_with(|| RegionHealth::new(now));
+            let rh = self
+                .regions
+                .entry(region.name.clone())
+                .or_insert_with(|| RegionHealth::new(now));
             let verdict = judge(&hp, &load);
             rh.last = load;
             rh.last_bad_reason = verdict.err();
@@ -166,7 +171,9 @@ impl HealthState {
     /// The longest slow start among the services that use `region`.
     #[must_use]
     pub fn slow_start_of(policy: &Policy, region: &str) -> Duration {
-        let Some(r) = policy.region_by_name(region) else { return Duration::ZERO };
+        let Some(r) = policy.region_by_name(region) else {
+            return Duration::ZERO;
+        };
         policy
             .services
             .iter()
@@ -181,17 +188,33 @@ impl HealthState {
     #[must_use]
     pub fn gate_for(&self, policy: &Policy, region: &str, ramp: SurgeRamp, now: UnixMs) -> GateCommand {
         if self.drained.contains(region) {
-            return GateCommand { mode: GateMode::Drain, rate_per_s: 0, burst: 0 };
+            return GateCommand {
+                mode: GateMode::Drain,
+                rate_per_s: 0,
+                burst: 0,
+            };
         }
         let Some(rh) = self.regions.get(region) else {
-            return GateCommand { mode: GateMode::Open, rate_per_s: 0, burst: 0 };
+            return GateCommand {
+                mode: GateMode::Open,
+                rate_per_s: 0,
+                burst: 0,
+            };
         };
         let f = rh.ramp_ppm(Self::slow_start_of(policy, region), now);
         if f >= PPM {
-            return GateCommand { mode: GateMode::Open, rate_per_s: 0, burst: 0 };
+            return GateCommand {
+                mode: GateMode::Open,
+                rate_per_s: 0,
+                burst: 0,
+            };
         }
         let span = u64::from(ramp.full_per_s.saturating_sub(ramp.start_per_s));
         let rate = ramp.start_per_s + (span * u64::from(f) / u64::from(PPM)) as u32;
-        GateCommand { mode: GateMode::Surge, rate_per_s: rate, burst: ramp.burst }
+        GateCommand {
+            mode: GateMode::Surge,
+            rate_per_s: rate,
+            burst: ramp.burst,
+        }
     }
 }

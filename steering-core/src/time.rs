@@ -3,15 +3,16 @@
 use std::time::Duration;
 
 /// Milliseconds since the Unix epoch. The only notion of "now" steering-core knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct UnixMs(pub u64);
 
 impl UnixMs {
     /// The time `d` after `self`, saturating.
     #[must_use]
-    pub fn add(self, d: Duration) -> UnixMs {
+    pub fn plus(self, d: Duration) -> UnixMs {
         UnixMs(self.0.saturating_add(d.as_millis() as u64))
     }
 

@@ -36,7 +36,9 @@ services:
     let queries: Vec<Query> = (0..1024u32)
         .map(|i| {
             let name = ["api", "fo", "w", "g"][(i % 4) as usize];
-            let svc = snap.service_for(format!("{name}.infer.example.com.").as_bytes()).unwrap();
+            let svc = snap
+                .service_for(format!("{name}.infer.example.com.").as_bytes())
+                .unwrap();
             let fam = if i % 7 == 0 { Family::V6 } else { Family::V4 };
             let mut q = Query::from_resolver(svc, fam, "198.18.0.53".parse().unwrap())
                 .with_ecs(IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + (i << 6))), 24);
@@ -54,11 +56,18 @@ services:
             std::hint::black_box(snap.service_for(b"API.Infer.Example.COM."));
         }
     });
-    assert!(answered > 1000, "the queries were answered ({answered} addresses)");
+    assert!(
+        answered > 1000,
+        "the queries were answered ({answered} addresses)"
+    );
     assert_eq!(counted.count_total, 0, "decide allocated: {counted:?}");
     // The counter does see allocations (so the zero above means something).
     let seen = allocation_counter::measure(|| {
-        std::hint::black_box(steering_core::explain::render(&snap, &queries[0], &snap.decide(&queries[0])));
+        std::hint::black_box(steering_core::explain::render(
+            &snap,
+            &queries[0],
+            &snap.decide(&queries[0]),
+        ));
     });
     assert!(seen.count_total > 0);
 }

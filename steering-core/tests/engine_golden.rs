@@ -1,6 +1,11 @@
 //! Golden tests of the engine: policy + telemetry + query -> the explained trace.
 //! Refresh with `UPDATE_EXPECT=1 cargo test -p steering-core --test engine_golden` and review the diff.
 
+#![allow(
+    clippy::needless_raw_string_hashes,
+    reason = "expect-test writes r#\"...\"# literals on UPDATE_EXPECT=1"
+)]
+
 mod support;
 
 use expect_test::{Expect, expect};
@@ -42,7 +47,7 @@ services:
     regions: [us-east, us-west, eu-west]
 ";
 
-fn check(facts_and_queries: &str, expect: Expect) {
+fn check(facts_and_queries: &str, expect: &Expect) {
     let fixture = format!("{POLICY}\n---\n{facts_and_queries}");
     expect.assert_eq(&support::run_fixture(&fixture));
 }
@@ -57,7 +62,7 @@ rtt eu-west 198.18.1.0/24 90ms
 ---
 A api client=198.18.1.7/24
 ",
-        expect![[r#"
+        &expect![[r#"
             > A api client=198.18.1.7/24
             query     api.infer.example.com. A mode=Latency
             client    198.18.1.7/24 (ECS) via 198.18.0.53
@@ -89,7 +94,7 @@ A api client=198.18.9.1/24
 A api client=198.19.77.1/24 resolver=198.18.200.53
 A api client=203.0.113.1/24 resolver=192.0.2.53
 ",
-        expect![[r#"
+        &expect![[r#"
             > A api client=198.18.9.1/24
             query     api.infer.example.com. A mode=Latency
             client    198.18.9.1/24 (ECS) via 198.18.0.53
@@ -146,7 +151,7 @@ rtt eu-west 198.18.1.0/24 90ms
 ---
 A api client=198.18.1.7/24
 ",
-        expect![[r#"
+        &expect![[r#"
             > A api client=198.18.1.7/24
             query     api.infer.example.com. A mode=Latency
             client    198.18.1.7/24 (ECS) via 198.18.0.53
@@ -175,7 +180,7 @@ down eu-west
 ---
 A api client=198.18.1.7/24 country=DE
 ",
-        expect![[r#"
+        &expect![[r#"
             > A api client=198.18.1.7/24 country=DE
             query     api.infer.example.com. A mode=Latency
             client    198.18.1.7/24 (ECS) via 198.18.0.53 country=DE
@@ -200,7 +205,7 @@ down us-east
 ---
 A api client=198.18.1.7/24 country=CA
 ",
-        expect![[r#"
+        &expect![[r#"
             > A api client=198.18.1.7/24 country=CA
             query     api.infer.example.com. A mode=Latency
             client    198.18.1.7/24 (ECS) via 198.18.0.53 country=CA
@@ -228,7 +233,7 @@ drain us-east
 ---
 A api client=198.18.1.7/24
 ",
-        expect![[r#"
+        &expect![[r#"
             > A api client=198.18.1.7/24
             query     api.infer.example.com. A mode=Latency
             client    198.18.1.7/24 (ECS) via 198.18.0.53
@@ -258,7 +263,7 @@ A api client=198.18.1.7/24
 A closed client=198.18.1.7/24
 A fallback client=198.18.1.7/24
 ",
-        expect![[r#"
+        &expect![[r#"
             > A api client=198.18.1.7/24
             query     api.infer.example.com. A mode=Latency
             client    198.18.1.7/24 (ECS) via 198.18.0.53
@@ -307,7 +312,7 @@ load us-east q=80 kv=0.5
 ---
 A api client=198.18.1.7/24
 ",
-        expect![[r#"
+        &expect![[r#"
             > A api client=198.18.1.7/24
             query     api.infer.example.com. A mode=Latency
             client    198.18.1.7/24 (ECS) via 198.18.0.53
@@ -335,7 +340,7 @@ ramp us-east 99%
 ---
 A api client=198.18.1.7/24
 ",
-        expect![[r#"
+        &expect![[r#"
             > A api client=198.18.1.7/24
             query     api.infer.example.com. A mode=Latency
             client    198.18.1.7/24 (ECS) via 198.18.0.53
@@ -366,7 +371,7 @@ A near client=198.18.1.7/24 loc=51.5,-0.1
 AAAA api client=2001:db8:ff:100::/56
 A api resolver=198.18.0.53
 ",
-        expect![[r#"
+        &expect![[r#"
             > A order client=198.18.1.7/24
             query     order.infer.example.com. A mode=Failover
             client    198.18.1.7/24 (ECS) via 198.18.0.53

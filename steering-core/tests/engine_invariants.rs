@@ -6,12 +6,12 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use proptest::prelude::*;
 use steering_core::engine::{Outcome, Query, Snapshot};
-use steering_core::time::UnixMs;
 use steering_core::geo::Country;
 use steering_core::policy::ServiceId;
 use steering_core::prefix::{Family, Prefix};
 use steering_core::region_health::Status;
 use steering_core::region_set::RegionId;
+use steering_core::time::UnixMs;
 use support::World;
 
 const REGIONS: [&str; 4] = ["r0", "r1", "r2", "r3"];
@@ -60,15 +60,17 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         any::<bool>(),
         1u8..4,
     )
-        .prop_map(|(status, drained, ramp_pct, rtt_ms, client, de, answers)| Scenario {
-            status,
-            drained,
-            ramp_pct,
-            rtt_ms,
-            client,
-            de,
-            answers,
-        })
+        .prop_map(
+            |(status, drained, ramp_pct, rtt_ms, client, de, answers)| Scenario {
+                status,
+                drained,
+                ramp_pct,
+                rtt_ms,
+                client,
+                de,
+                answers,
+            },
+        )
 }
 
 fn world(s: &Scenario, explore: f64) -> (World, Query) {
@@ -76,20 +78,24 @@ fn world(s: &Scenario, explore: f64) -> (World, Query) {
     let client = IpAddr::V4(Ipv4Addr::from(s.client));
     let prefix = Prefix::of(client, 24);
     for (i, name) in REGIONS.iter().enumerate() {
-        w.set_status(name, [Status::Up, Status::Down, Status::Unknown][usize::from(s.status[i])]);
+        w.set_status(
+            name,
+            [Status::Up, Status::Down, Status::Unknown][usize::from(s.status[i])],
+        );
         if s.drained[i] {
             w.health.drain(name);
         }
-        if let Some(p) = s.ramp_pct[i] {
-            if s.status[i] == 0 {
-                w.fact(&format!("ramp {name} {p}%"));
-            }
+        if let Some(p) = s.ramp_pct[i]
+            && s.status[i] == 0
+        {
+            w.fact(&format!("ramp {name} {p}%"));
         }
         if let Some(ms) = s.rtt_ms[i] {
             w.set_rtt(name, prefix, u32::from(ms) * 1000);
         }
     }
-    let mut q = Query::from_resolver(ServiceId(0), Family::V4, "198.18.0.53".parse().unwrap()).with_ecs(client, 24);
+    let mut q =
+        Query::from_resolver(ServiceId(0), Family::V4, "198.18.0.53".parse().unwrap()).with_ecs(client, 24);
     if s.de {
         q.country = Country::parse("DE");
     }
@@ -186,7 +192,9 @@ fn exploration_share_is_within_20_percent_of_configured() {
     const PREFIXES: u32 = 10_000;
     const EXPLORE: f64 = 0.05;
     let mut w = World::new(&policy(EXPLORE, 1));
-    let clients: Vec<IpAddr> = (0..PREFIXES).map(|i| IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + (i << 8)))).collect();
+    let clients: Vec<IpAddr> = (0..PREFIXES)
+        .map(|i| IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + (i << 8))))
+        .collect();
     for c in &clients {
         let p = Prefix::of(*c, 24);
         w.set_rtt("r0", p, 10_000);
@@ -198,12 +206,16 @@ fn exploration_share_is_within_20_percent_of_configured() {
     let mut explored = 0u32;
     let mut non_best = 0u32;
     for c in &clients {
-        let q = Query::from_resolver(ServiceId(0), Family::V4, "198.18.0.53".parse().unwrap()).with_ecs(*c, 24);
+        let q =
+            Query::from_resolver(ServiceId(0), Family::V4, "198.18.0.53".parse().unwrap()).with_ecs(*c, 24);
         let d = snap.decide(&q);
         explored += u32::from(d.trace.explored);
         non_best += u32::from(d.region() != Some(RegionId(0)));
     }
     let share = f64::from(explored) / f64::from(PREFIXES);
-    assert!((share - EXPLORE).abs() <= EXPLORE * 0.2, "explored share {share}, configured {EXPLORE}");
+    assert!(
+        (share - EXPLORE).abs() <= EXPLORE * 0.2,
+        "explored share {share}, configured {EXPLORE}"
+    );
     assert_eq!(explored, non_best, "every non-best answer is an exploration here");
 }

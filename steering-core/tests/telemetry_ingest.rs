@@ -35,10 +35,24 @@ fn report(region: &str, host: &str, seq: u64, ok: bool, rtt: &[(&str, u32)]) -> 
         interval_ms: 1000,
         health: HealthReport {
             ok,
-            checks: vec![CheckReport { name: "http".into(), ok, latency_ms: 3, detail: None }],
+            checks: vec![CheckReport {
+                name: "http".into(),
+                ok,
+                latency_ms: 3,
+                detail: None,
+            }],
         },
-        load: LoadReport { queue_depth: 2, kv_cache_usage: 0.3, active_connections: 5 },
-        gate: GateReport { mode: GateMode::Open, syn_seen: 10, syn_admitted: 10, syn_dropped: 0 },
+        load: LoadReport {
+            queue_depth: 2,
+            kv_cache_usage: 0.3,
+            active_connections: 5,
+        },
+        gate: GateReport {
+            mode: GateMode::Open,
+            syn_seen: 10,
+            syn_admitted: 10,
+            syn_dropped: 0,
+        },
         rtt: rtt
             .iter()
             .map(|(p, us)| RttReport {
@@ -57,29 +71,65 @@ fn report(region: &str, host: &str, seq: u64, ok: bool, rtt: &[(&str, u32)]) -> 
 fn reports_build_rtt_estimates_with_ewma() {
     let p = policy();
     let mut t = Telemetry::default();
-    t.ingest(&p, &report("us-east", "h1", 1, true, &[("198.18.1.0/24", 20_000)]), UnixMs(1000)).unwrap();
-    t.ingest(&p, &report("us-east", "h1", 2, true, &[("198.18.1.0/24", 40_000)]), UnixMs(2000)).unwrap();
+    t.ingest(
+        &p,
+        &report("us-east", "h1", 1, true, &[("198.18.1.0/24", 20_000)]),
+        UnixMs(1000),
+    )
+    .unwrap();
+    t.ingest(
+        &p,
+        &report("us-east", "h1", 2, true, &[("198.18.1.0/24", 40_000)]),
+        UnixMs(2000),
+    )
+    .unwrap();
     let est = t.regions["us-east"].prefixes[&"198.18.1.0/24".parse::<Prefix>().unwrap()];
     assert_eq!(est.srtt_us, 25_000, "EWMA with alpha 0.25");
     assert_eq!(est.samples, 40);
     assert_eq!(est.retrans, 2);
-    assert_eq!(t.regions["us-east"].hosts["h1"].gate_totals.syn_seen, 20, "deltas are summed");
+    assert_eq!(
+        t.regions["us-east"].hosts["h1"].gate_totals.syn_seen, 20,
+        "deltas are summed"
+    );
 }
 
 #[test]
 fn bad_reports_are_refused_and_change_nothing() {
     let p = policy();
     let mut t = Telemetry::default();
-    t.ingest(&p, &report("us-east", "h1", 5, true, &[("198.18.1.0/24", 20_000)]), UnixMs(1000)).unwrap();
+    t.ingest(
+        &p,
+        &report("us-east", "h1", 5, true, &[("198.18.1.0/24", 20_000)]),
+        UnixMs(1000),
+    )
+    .unwrap();
     let before = t.clone();
     let cases: Vec<(Report, &str)> = vec![
-        (Report { version: 9, ..report("us-east", "h1", 6, true, &[]) }, "unsupported protocol version 9"),
-        (report("ap-south", "h1", 6, true, &[]), "unknown region \"ap-south\""),
+        (
+            Report {
+                version: 9,
+                ..report("us-east", "h1", 6, true, &[])
+            },
+            "unsupported protocol version 9",
+        ),
+        (
+            report("ap-south", "h1", 6, true, &[]),
+            "unknown region \"ap-south\"",
+        ),
         (report("us-east", "bad host!", 6, true, &[]), "bad host name"),
         (report("us-east", "h1", 5, true, &[]), "not newer"),
-        (report("us-east", "h1", 6, true, &[("198.0.0.0/8", 1000)]), "shorter than /16"),
         (
-            Report { load: LoadReport { kv_cache_usage: 1.5, ..LoadReport::default() }, ..report("us-east", "h1", 6, true, &[]) },
+            report("us-east", "h1", 6, true, &[("198.0.0.0/8", 1000)]),
+            "shorter than /16",
+        ),
+        (
+            Report {
+                load: LoadReport {
+                    kv_cache_usage: 1.5,
+                    ..LoadReport::default()
+                },
+                ..report("us-east", "h1", 6, true, &[])
+            },
             "load.kv_cache_usage",
         ),
         (
@@ -93,14 +143,17 @@ fn bad_reports_are_refused_and_change_nothing() {
         (
             {
                 let mut r = report("us-east", "h1", 6, true, &[]);
-                r.rtt = vec![r.rtt.first().copied().unwrap_or(RttReport {
-                    prefix: "198.18.1.0/24".parse().unwrap(),
-                    samples: 1,
-                    srtt_us_p50: 1,
-                    srtt_us_p90: 1,
-                    srtt_us_min: 1,
-                    retrans: 0,
-                }); 5000];
+                r.rtt = vec![
+                    r.rtt.first().copied().unwrap_or(RttReport {
+                        prefix: "198.18.1.0/24".parse().unwrap(),
+                        samples: 1,
+                        srtt_us_p50: 1,
+                        srtt_us_p90: 1,
+                        srtt_us_min: 1,
+                        retrans: 0,
+                    });
+                    5000
+                ];
                 r
             },
             "5000 rtt entries",
@@ -119,15 +172,18 @@ fn tables_are_bounded_and_expire_by_age() {
     let mut t = Telemetry::new(Limits {
         hosts_per_region_max: 2,
         prefixes_per_region_max: 3,
-        prefix_max_age: Duration::from_secs(60),
-        host_max_age: Duration::from_secs(120),
+        prefix_max_age: Duration::from_mins(1),
+        host_max_age: Duration::from_mins(2),
     });
     let rtt: Vec<(String, u32)> = (0..5).map(|i| (format!("198.18.{i}.0/24"), 10_000)).collect();
     let rtt: Vec<(&str, u32)> = rtt.iter().map(|(p, u)| (p.as_str(), *u)).collect();
-    let got = t.ingest(&p, &report("us-east", "h1", 1, true, &rtt), UnixMs(0)).unwrap();
+    let got = t
+        .ingest(&p, &report("us-east", "h1", 1, true, &rtt), UnixMs(0))
+        .unwrap();
     assert_eq!((got.prefixes_updated, got.prefixes_refused), (3, 2));
     assert_eq!(t.regions["us-east"].prefixes.len(), 3);
-    t.ingest(&p, &report("us-east", "h2", 1, true, &[]), UnixMs(0)).unwrap();
+    t.ingest(&p, &report("us-east", "h2", 1, true, &[]), UnixMs(0))
+        .unwrap();
     assert_eq!(
         t.ingest(&p, &report("us-east", "h3", 1, true, &[]), UnixMs(0)),
         Err(IngestError::TooManyHosts("us-east".into()))
@@ -147,15 +203,24 @@ fn health_hysteresis_ramp_and_gate() {
         now += 1000;
         seq += 1;
         if report_it {
-            t.ingest(&p, &report("us-east", "h1", seq, ok, &[]), UnixMs(now)).unwrap();
+            t.ingest(&p, &report("us-east", "h1", seq, ok, &[]), UnixMs(now))
+                .unwrap();
         }
         h.evaluate(&p, t, UnixMs(now));
         (h.status("us-east"), UnixMs(now))
     };
-    assert_eq!(tick(&mut t, &mut h, true, true).0, Status::Up, "first good evaluation: up, no ramp");
+    assert_eq!(
+        tick(&mut t, &mut h, true, true).0,
+        Status::Up,
+        "first good evaluation: up, no ramp"
+    );
     assert_eq!(h.regions["us-east"].recovered_at, None);
     assert_eq!(h.status("eu-west"), Status::Unknown, "no host ever reported");
-    assert_eq!(tick(&mut t, &mut h, false, true).0, Status::Up, "one bad evaluation is not enough (fall 2)");
+    assert_eq!(
+        tick(&mut t, &mut h, false, true).0,
+        Status::Up,
+        "one bad evaluation is not enough (fall 2)"
+    );
     assert_eq!(tick(&mut t, &mut h, false, true).0, Status::Down);
     assert_eq!(tick(&mut t, &mut h, true, true).0, Status::Down, "rise 3");
     assert_eq!(tick(&mut t, &mut h, true, true).0, Status::Down);
@@ -164,18 +229,41 @@ fn health_hysteresis_ramp_and_gate() {
     let rh = &h.regions["us-east"];
     assert_eq!(rh.recovered_at, Some(at), "after an outage it ramps");
     assert!(rh.ramp_ppm(Duration::from_secs(100), at) < PPM / 10);
-    assert_eq!(rh.ramp_ppm(Duration::from_secs(100), UnixMs(at.0 + 50_000)), PPM / 2);
+    assert_eq!(
+        rh.ramp_ppm(Duration::from_secs(100), UnixMs(at.0 + 50_000)),
+        PPM / 2
+    );
     assert_eq!(rh.ramp_ppm(Duration::from_secs(100), UnixMs(at.0 + 100_000)), PPM);
     let g = h.gate_for(&p, "us-east", SurgeRamp::default(), UnixMs(at.0 + 50_000));
     assert_eq!((g.mode, g.rate_per_s), (GateMode::Surge, 20 + (2000 - 20) / 2));
-    assert_eq!(h.gate_for(&p, "us-east", SurgeRamp::default(), UnixMs(at.0 + 100_000)).mode, GateMode::Open);
+    assert_eq!(
+        h.gate_for(&p, "us-east", SurgeRamp::default(), UnixMs(at.0 + 100_000))
+            .mode,
+        GateMode::Open
+    );
     h.drain("us-east");
-    assert_eq!(h.gate_for(&p, "us-east", SurgeRamp::default(), UnixMs(at.0 + 100_000)).mode, GateMode::Drain);
+    assert_eq!(
+        h.gate_for(&p, "us-east", SurgeRamp::default(), UnixMs(at.0 + 100_000))
+            .mode,
+        GateMode::Drain
+    );
     // A host that stops reporting goes stale: down after `fall` evaluations.
     for _ in 0..3 {
-        assert_eq!(tick(&mut t, &mut h, true, false).0, Status::Up, "live for stale_after = 3s");
+        assert_eq!(
+            tick(&mut t, &mut h, true, false).0,
+            Status::Up,
+            "live for stale_after = 3s"
+        );
     }
-    assert_eq!(tick(&mut t, &mut h, true, false).0, Status::Up, "stale: first bad evaluation");
-    assert_eq!(tick(&mut t, &mut h, true, false).0, Status::Down, "stale: second bad evaluation (fall 2)");
+    assert_eq!(
+        tick(&mut t, &mut h, true, false).0,
+        Status::Up,
+        "stale: first bad evaluation"
+    );
+    assert_eq!(
+        tick(&mut t, &mut h, true, false).0,
+        Status::Down,
+        "stale: second bad evaluation (fall 2)"
+    );
     assert_eq!(h.regions["us-east"].last_bad_reason, Some("no live host"));
 }

@@ -3,6 +3,11 @@
 //! Tasks install what they need, visibly and idempotently, so that a fresh machine needs nothing
 //! but `cargo xtask demo` and `cargo xtask test`.
 
+#![allow(
+    clippy::disallowed_types,
+    reason = "xtask times its steps on the wall clock for people; no injected time here"
+)]
+
 mod prereqs;
 
 use std::path::{Path, PathBuf};
@@ -41,7 +46,10 @@ fn main() -> Result<()> {
 }
 
 fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
 }
 
 /// Prints a step header; every long-running step says what it does before it starts.
@@ -87,7 +95,10 @@ fn test() -> Result<()> {
     run(cargo().args(["test", "--all-targets"]).env("RUST_BACKTRACE", "1"))?;
     step("doc tests");
     run(cargo().args(["test", "--doc"]))?;
-    eprintln!("\nxtask test: all green in {:.0}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "\nxtask test: all green in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -97,7 +108,17 @@ fn demo(args: &[String]) -> Result<()> {
     run(cargo().args(["build", "--release", "--bins"]))?;
     step("the steering story");
     let mut cmd = cargo();
-    cmd.args(["run", "--quiet", "--release", "-p", "steer-lab", "--bin", "steer-demo", "--"]).args(args);
+    cmd.args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "steer-lab",
+        "--bin",
+        "steer-demo",
+        "--",
+    ])
+    .args(args);
     run(&mut cmd)
 }
 

@@ -28,7 +28,9 @@ pub(crate) fn ensure_all() -> Result<()> {
 
 fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn ensure_bpf_toolchain() -> Result<()> {
@@ -36,16 +38,21 @@ fn ensure_bpf_toolchain() -> Result<()> {
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
         eprintln!("    nightly toolchain missing: installing it (minimal profile)");
-        if run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"])).is_err() {
-            eprintln!("    could not install nightly: falling back to stable + RUSTC_BOOTSTRAP for the BPF crate");
+        if run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))
+            .is_err()
+        {
+            eprintln!(
+                "    could not install nightly: falling back to stable + `RUSTC_BOOTSTRAP`.for the BPF crate"
+            );
             // ebpf-probes/agent/build.rs reads STEER_BPF_TOOLCHAIN and tells aya-build to use stable.
             run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "stable"]))?;
             BPF_ON_STABLE.store(true, Ordering::Relaxed);
             return Ok(());
         }
     }
-    let comps = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
-        .unwrap_or_default();
+    let comps =
+        output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+            .unwrap_or_default();
     if comps.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("    ok: nightly rust-src is installed");
     } else {
@@ -54,16 +61,22 @@ fn ensure_bpf_toolchain() -> Result<()> {
     Ok(())
 }
 
-/// Set when nightly could not be had: the BPF crate then builds with stable + RUSTC_BOOTSTRAP.
+/// Set when nightly could not be had: the BPF crate then builds with stable + `RUSTC_BOOTSTRAP`.
 static BPF_ON_STABLE: AtomicBool = AtomicBool::new(false);
 
 /// Environment variables that the prerequisite checks decided on, for the cargo commands that follow.
 pub(crate) fn env_overrides() -> Vec<(&'static str, &'static str)> {
-    if BPF_ON_STABLE.load(Ordering::Relaxed) { vec![("STEER_BPF_TOOLCHAIN", "stable")] } else { Vec::new() }
+    if BPF_ON_STABLE.load(Ordering::Relaxed) {
+        vec![("STEER_BPF_TOOLCHAIN", "stable")]
+    } else {
+        Vec::new()
+    }
 }
 
 fn ensure_bpf_linker() -> Result<()> {
-    step(&format!("prerequisite: bpf-linker {BPF_LINKER_VERSION} (links the BPF programs)"));
+    step(&format!(
+        "prerequisite: bpf-linker {BPF_LINKER_VERSION} (links the BPF programs)"
+    ));
     let have = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
     if have.contains(BPF_LINKER_VERSION) {
         eprintln!("    ok: {}", have.trim());
@@ -84,7 +97,11 @@ fn installed(pkg: &str) -> bool {
 
 fn ensure_debian_packages() -> Result<()> {
     step("prerequisite: Debian packages for the tests and the lab");
-    let missing: Vec<&str> = DEBIAN_PACKAGES.iter().map(|(p, _)| *p).filter(|p| !installed(p)).collect();
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !installed(p))
+        .collect();
     for (p, why) in DEBIAN_PACKAGES {
         let state = if missing.contains(p) { "missing" } else { "ok" };
         eprintln!("    {state:<8}{p:<16}{why}");
@@ -93,10 +110,16 @@ fn ensure_debian_packages() -> Result<()> {
         return Ok(());
     }
     if !is_root() {
-        bail!("packages missing ({}) and not root: run `sudo apt-get install {}`", missing.join(" "), missing.join(" "));
+        bail!(
+            "packages missing ({}) and not root: run `sudo apt-get install {}`",
+            missing.join(" "),
+            missing.join(" ")
+        );
     }
-    run(Command::new("apt-get").args(["update", "-qq"]).env("DEBIAN_FRONTEND", "noninteractive"))
-        .context("apt-get update")?;
+    run(Command::new("apt-get")
+        .args(["update", "-qq"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("apt-get update")?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)

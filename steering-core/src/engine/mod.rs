@@ -44,14 +44,14 @@ pub struct Query {
     pub ecs: bool,
     /// The address the query came from (the resolver).
     pub resolver: IpAddr,
-    /// GeoIP of the client subnet.
+    /// `GeoIP` of the client subnet.
     pub country: Option<Country>,
     pub continent: Option<Continent>,
     pub location: Option<GeoPoint>,
 }
 
 impl Query {
-    /// A query from `resolver` without ECS and without GeoIP data.
+    /// A query from `resolver` without ECS and without `GeoIP` data.
     #[must_use]
     pub fn from_resolver(service: ServiceId, family: Family, resolver: IpAddr) -> Query {
         Query {
@@ -89,7 +89,7 @@ pub enum LatencySource {
     Covering,
     /// Measured RTT for the resolver's prefix.
     Resolver,
-    /// Great-circle distance from the client's GeoIP location.
+    /// Great-circle distance from the client's `GeoIP` location.
     Distance,
     /// No data: policy order.
     #[default]
@@ -274,7 +274,10 @@ impl Snapshot {
             let status = health.status(&r.name);
             let is_drained = health.drained.contains(&r.name);
             let slow_start = HealthState::slow_start_of(&policy, &r.name);
-            let ramp_ppm = health.regions.get(&r.name).map_or(PPM, |h| h.ramp_ppm(slow_start, now));
+            let ramp_ppm = health
+                .regions
+                .get(&r.name)
+                .map_or(PPM, |h| h.ramp_ppm(slow_start, now));
             let load = telemetry.region_load(&r.name, policy.health.stale_after, now);
             if status == Status::Up {
                 up = up.with(r.id);
@@ -285,7 +288,12 @@ impl Snapshot {
             if ramp_ppm < PPM {
                 ramping = ramping.with(r.id);
             }
-            regions.push(RegionView { status, drained: is_drained, ramp_ppm, load });
+            regions.push(RegionView {
+                status,
+                drained: is_drained,
+                ramp_ppm,
+                load,
+            });
         }
 
         let services = policy
@@ -304,20 +312,41 @@ impl Snapshot {
                     }
                     if let Some(cap) = s.capacity {
                         let l = &regions[id.index()].load;
-                        let over_q = cap.queue_depth_high.is_some_and(|h| l.queue_depth_mean > f64::from(h));
+                        let over_q = cap
+                            .queue_depth_high
+                            .is_some_and(|h| l.queue_depth_mean > f64::from(h));
                         let over_kv = cap.kv_cache_high.is_some_and(|h| l.kv_cache_usage_mean > h);
                         if l.hosts_live > 0 && (over_q || over_kv) {
                             shed = shed.with(id);
                         }
                     }
                 }
-                let fqdn = s.fqdn.trim_end_matches('.').to_ascii_lowercase().into_bytes().into_boxed_slice();
-                ServiceView { candidates: c, shed, fqdn }
+                let fqdn = s
+                    .fqdn
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase()
+                    .into_bytes()
+                    .into_boxed_slice();
+                ServiceView {
+                    candidates: c,
+                    shed,
+                    fqdn,
+                }
             })
             .collect();
 
         let rtt = Self::build_rtt(&policy, telemetry, up, prev);
-        Snapshot { policy, built_at: now, seed, regions, up, drained, ramping, services, rtt }
+        Snapshot {
+            policy,
+            built_at: now,
+            seed,
+            regions,
+            up,
+            drained,
+            ramping,
+            services,
+            rtt,
+        }
     }
 
     fn build_rtt(policy: &Policy, telemetry: &Telemetry, up: RegionSet, prev: Option<&Snapshot>) -> RttTable {
@@ -325,7 +354,9 @@ impl Snapshot {
         let mut table = RttTable::new(n);
         let mut covering: rtt_table::PrefixMap<Vec<Acc>> = rtt_table::PrefixMap::default();
         for r in &policy.regions {
-            let Some(rt) = telemetry.regions.get(&r.name) else { continue };
+            let Some(rt) = telemetry.regions.get(&r.name) else {
+                continue;
+            };
             table.index.reserve(rt.prefixes.len());
             for (p, est) in &rt.prefixes {
                 let row = table.row_mut(*p);
@@ -346,8 +377,8 @@ impl Snapshot {
             }
             let row = table.row_mut(p);
             for (i, a) in accs.iter().enumerate() {
-                if a.weight > 0 {
-                    table.cells[row * n + i] = (a.sum / a.weight) as u32;
+                if let Some(mean) = a.sum.checked_div(a.weight) {
+                    table.cells[row * n + i] = mean as u32;
                 }
             }
         }
@@ -358,9 +389,16 @@ impl Snapshot {
             .services
             .iter()
             .filter(|s| s.mode == Mode::Latency)
-            .fold((0, 0), |(u, p), s| (u.max(s.stabilize_us), p.max(s.stabilize_pct)));
+            .fold((0, 0), |(u, p), s| {
+                (u.max(s.stabilize_us), p.max(s.stabilize_pct))
+            });
         let same_regions = prev.is_some_and(|p| {
-            p.policy.regions.len() == n && p.policy.regions.iter().zip(&policy.regions).all(|(a, b)| a.name == b.name)
+            p.policy.regions.len() == n
+                && p.policy
+                    .regions
+                    .iter()
+                    .zip(&policy.regions)
+                    .all(|(a, b)| a.name == b.name)
         });
         let prev = prev.filter(|_| same_regions);
         let prefixes: Vec<(Prefix, u32)> = table.index.iter().map(|(p, r)| (*p, *r)).collect();
@@ -401,7 +439,10 @@ impl Snapshot {
     #[must_use]
     pub fn service_for(&self, qname: &[u8]) -> Option<ServiceId> {
         let qname = qname.strip_suffix(b".").unwrap_or(qname);
-        self.services.iter().position(|s| s.fqdn.eq_ignore_ascii_case(qname)).map(|i| ServiceId(i as u16))
+        self.services
+            .iter()
+            .position(|s| s.fqdn.eq_ignore_ascii_case(qname))
+            .map(|i| ServiceId(i as u16))
     }
 
     /// The predicted RTT for `region` from a prefix's row, if measured (for explain and state).
@@ -433,18 +474,30 @@ impl Snapshot {
                 IpAddr::V4(_) => Family::V4,
                 IpAddr::V6(_) => Family::V6,
             };
-            sources[2] = (LatencySource::Resolver, Some(Prefix::of(q.resolver, rf.measured_len())));
-            sources[3] = (LatencySource::Resolver, Some(Prefix::of(q.resolver, rf.covering_len())));
+            sources[2] = (
+                LatencySource::Resolver,
+                Some(Prefix::of(q.resolver, rf.measured_len())),
+            );
+            sources[3] = (
+                LatencySource::Resolver,
+                Some(Prefix::of(q.resolver, rf.covering_len())),
+            );
         }
         for (src, p) in sources {
             let Some(p) = p else { continue };
-            let Some((row, cells)) = self.rtt.get(&p) else { continue };
+            let Some((row, cells)) = self.rtt.get(&p) else {
+                continue;
+            };
             if !pool.iter().any(|r| cells[r.index()] != NO_RTT) {
                 continue;
             }
             for r in pool.iter() {
                 let v = cells[r.index()];
-                t.rtt_us[r.index()] = if v == NO_RTT { self.distance_us(q, r).unwrap_or(NO_RTT) } else { v };
+                t.rtt_us[r.index()] = if v == NO_RTT {
+                    self.distance_us(q, r).unwrap_or(NO_RTT)
+                } else {
+                    v
+                };
             }
             t.source = src;
             t.data_prefix = Some(p);
@@ -468,7 +521,7 @@ impl Snapshot {
     }
 
     /// Regions of `pool` ranked best first: by predicted RTT, then policy order of the service.
-    fn rank(&self, svc_regions: &[RegionId], pool: RegionSet, t: &Trace, out: &mut [u8; REGIONS_MAX]) -> usize {
+    fn rank(svc_regions: &[RegionId], pool: RegionSet, t: &Trace, out: &mut [u8; REGIONS_MAX]) -> usize {
         let mut len = 0;
         for &r in svc_regions {
             if pool.contains(r) {
@@ -559,7 +612,10 @@ impl Snapshot {
         t.after_fence = fenced;
         // 4. health
         let mut healthy = fenced.intersect(self.up);
-        if healthy.is_empty() && fence.is_some_and(|(_, f)| !f.strict) && !admitted.intersect(self.up).is_empty() {
+        if healthy.is_empty()
+            && fence.is_some_and(|(_, f)| !f.strict)
+            && !admitted.intersect(self.up).is_empty()
+        {
             t.fence_left = true;
             healthy = admitted.intersect(self.up);
         }
@@ -604,10 +660,13 @@ impl Snapshot {
         t.after_capacity = pool;
 
         // 6. latency
-        let key = Prefix::of(q.client, q.client_len.min(match q.client {
-            IpAddr::V4(_) => 24,
-            IpAddr::V6(_) => 56,
-        }));
+        let key = Prefix::of(
+            q.client,
+            q.client_len.min(match q.client {
+                IpAddr::V4(_) => 24,
+                IpAddr::V6(_) => 56,
+            }),
+        );
         let h = mix64(
             mix64(key.bits() as u64 ^ (key.bits() >> 64) as u64 ^ u64::from(key.len()) << 56)
                 ^ mix64(self.seed ^ t.epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
@@ -641,7 +700,9 @@ impl Snapshot {
                     t.band_us = band(best_us, svc.stabilize_us, svc.stabilize_pct);
                     let limit = best_us.saturating_add(t.band_us);
                     t.tied = RegionSet(
-                        pool.iter().filter(|r| t.rtt_us[r.index()] <= limit).fold(0, |s, r| s | (1 << r.0)),
+                        pool.iter()
+                            .filter(|r| t.rtt_us[r.index()] <= limit)
+                            .fold(0, |s, r| s | (1 << r.0)),
                     );
                     if let Some(row) = row {
                         let s = self.rtt.sticky[row];
@@ -664,7 +725,7 @@ impl Snapshot {
 
         // 7. weight + ramp + exploration
         let mut ranked = [0u8; REGIONS_MAX];
-        let ranked_len = self.rank(&svc.regions, pool, &t, &mut ranked);
+        let ranked_len = Self::rank(&svc.regions, pool, &t, &mut ranked);
         let others = pool.minus(t.tied);
         let pick_set = sticky_pick.map_or(t.tied, RegionSet::single);
         let chosen = if svc.mode == Mode::Latency && !others.is_empty() && h_explore < svc.explore_ppm {
@@ -690,7 +751,10 @@ impl Snapshot {
             if let Some(c) = chosen
                 && pick_set.len() == 1
                 && h_ramp >= self.regions[c.index()].ramp_ppm
-                && let Some(next) = ranked[..ranked_len].iter().map(|&i| RegionId(i)).find(|&r| r != c)
+                && let Some(next) = ranked[..ranked_len]
+                    .iter()
+                    .map(|&i| RegionId(i))
+                    .find(|&r| r != c)
             {
                 t.ramp_deferred = true;
                 chosen = Some(next);
@@ -739,11 +803,16 @@ impl Snapshot {
         d.outcome = Outcome::Answer;
 
         // TTL: short while anything is in motion, so resolvers come back soon.
-        let second = ranked[..ranked_len].iter().map(|&r| t.rtt_us[usize::from(r)]).nth(1);
-        let thin = matches!(t.source, LatencySource::Measured | LatencySource::Covering | LatencySource::Resolver)
-            && t.best.is_some_and(|b| {
-                second.is_some_and(|s| s != NO_RTT && s <= t.rtt_us[b.index()].saturating_add(2 * t.band_us))
-            });
+        let second = ranked[..ranked_len]
+            .iter()
+            .map(|&r| t.rtt_us[usize::from(r)])
+            .nth(1);
+        let thin = matches!(
+            t.source,
+            LatencySource::Measured | LatencySource::Covering | LatencySource::Resolver
+        ) && t.best.is_some_and(|b| {
+            second.is_some_and(|s| s != NO_RTT && s <= t.rtt_us[b.index()].saturating_add(2 * t.band_us))
+        });
         t.ttl_reason = if t.all_down.is_some() {
             TtlReason::AllDown
         } else if t.explored {
@@ -755,7 +824,11 @@ impl Snapshot {
         } else {
             TtlReason::Normal
         };
-        d.ttl_s = if t.ttl_reason == TtlReason::Normal { svc.ttl_normal_s } else { svc.ttl_min_s };
+        d.ttl_s = if t.ttl_reason == TtlReason::Normal {
+            svc.ttl_normal_s
+        } else {
+            svc.ttl_min_s
+        };
 
         // ECS scope: the prefix length of the client data that decided the answer.
         if q.ecs {
@@ -764,9 +837,8 @@ impl Snapshot {
                 IpAddr::V6(_) => Family::V6,
             };
             let mut scope = match t.source {
-                LatencySource::Measured => fam.measured_len(),
+                LatencySource::Measured | LatencySource::Distance => fam.measured_len(),
                 LatencySource::Covering => fam.covering_len(),
-                LatencySource::Distance => fam.measured_len(),
                 _ => 0,
             };
             // The answer depended on the client's country: resolvers must not share it beyond the subnet.

@@ -12,7 +12,7 @@ pub(crate) const NO_RTT: u32 = u32::MAX;
 
 /// A fast hasher for [`Prefix`] keys (which are already well spread in their low bits after mixing).
 /// The table is rebuilt from scratch on every tick and keys come from authenticated probes, so
-/// HashDoS resistance is not needed here.
+/// `HashDoS` resistance is not needed here.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct PrefixHasher(u64);
 
@@ -49,13 +49,16 @@ pub(crate) struct RttTable {
     pub(crate) width: usize,
     pub(crate) index: PrefixMap<u32>,
     pub(crate) cells: Vec<u32>,
-    /// Per row: the region chosen for this prefix in the previous snapshot (u8::MAX = none).
+    /// Per row: the region chosen for this prefix in the previous snapshot (`u8::MAX` = none).
     pub(crate) sticky: Vec<u8>,
 }
 
 impl RttTable {
     pub(crate) fn new(width: usize) -> RttTable {
-        RttTable { width, ..RttTable::default() }
+        RttTable {
+            width,
+            ..RttTable::default()
+        }
     }
 
     pub(crate) fn rows(&self) -> usize {

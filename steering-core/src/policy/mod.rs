@@ -3,9 +3,9 @@
 //!
 //! Entry point: [`Policy::from_yaml`].
 
+mod compile;
 mod error;
 mod raw;
-mod compile;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -61,7 +61,7 @@ pub enum Mode {
     Failover,
     /// Spread by weight.
     Weighted,
-    /// Nearest by great-circle distance from the client's GeoIP location.
+    /// Nearest by great-circle distance from the client's `GeoIP` location.
     Geo,
 }
 
@@ -178,7 +178,9 @@ impl Policy {
     #[must_use]
     pub fn service_by_fqdn(&self, name: &str) -> Option<&Service> {
         let name = name.strip_suffix('.').unwrap_or(name);
-        self.services.iter().find(|s| s.fqdn[..s.fqdn.len() - 1].eq_ignore_ascii_case(name))
+        self.services
+            .iter()
+            .find(|s| s.fqdn[..s.fqdn.len() - 1].eq_ignore_ascii_case(name))
     }
 
     /// Every region, as a set.

@@ -12,8 +12,7 @@ use crate::time::UnixMs;
 use wire::{GateMode, GateReport, LoadReport, Report};
 
 /// Bounds of the telemetry store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Hosts remembered per region.
     pub hosts_per_region_max: usize,
@@ -30,8 +29,8 @@ impl Default for Limits {
         Limits {
             hosts_per_region_max: 1024,
             prefixes_per_region_max: 1 << 20,
-            prefix_max_age: Duration::from_secs(30 * 60),
-            host_max_age: Duration::from_secs(10 * 60),
+            prefix_max_age: Duration::from_mins(30),
+            host_max_age: Duration::from_mins(10),
         }
     }
 }
@@ -66,8 +65,7 @@ pub enum IngestError {
 }
 
 /// A smoothed RTT estimate for one (region, prefix).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RttEstimate {
     /// EWMA of the per-interval medians.
     pub srtt_us: u32,
@@ -111,8 +109,7 @@ impl RttEstimate {
 }
 
 /// The last word from one host.
-#[derive(Debug, Clone, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HostState {
     pub last_report_at: UnixMs,
     pub seq: u64,
@@ -127,8 +124,7 @@ pub struct HostState {
     pub gate_totals: GateTotals,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct GateTotals {
     pub syn_seen: u64,
     pub syn_admitted: u64,
@@ -136,8 +132,7 @@ pub struct GateTotals {
 }
 
 /// Everything known about one region.
-#[derive(Debug, Clone, Default, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RegionTelemetry {
     pub hosts: BTreeMap<String, HostState>,
     pub prefixes: HashMap<Prefix, RttEstimate>,
@@ -146,8 +141,7 @@ pub struct RegionTelemetry {
 }
 
 /// Aggregates of a region's live hosts at some `now`.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct RegionLoad {
     pub hosts_known: u32,
     pub hosts_live: u32,
@@ -166,8 +160,7 @@ pub struct Ingested {
 }
 
 /// The telemetry store, keyed by region *name* so it survives policy reloads that reorder regions.
-#[derive(Debug, Clone, Default, PartialEq)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Telemetry {
     pub limits: Limits,
     pub regions: BTreeMap<String, RegionTelemetry>,
@@ -176,11 +169,15 @@ pub struct Telemetry {
 fn valid_host(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= wire::HOST_NAME_BYTES_MAX
-        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
 }
 
 fn bad(field: impl Into<String>, reason: impl Into<String>) -> IngestError {
-    IngestError::BadValue { field: field.into(), reason: reason.into() }
+    IngestError::BadValue {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Checks everything about a report that does not depend on stored state.
@@ -224,10 +221,16 @@ fn validate(policy: &Policy, r: &Report) -> Result<(), IngestError> {
             ));
         }
         if e.samples == 0 {
-            return Err(bad(format!("rtt[{i}].samples"), "entries without samples must be left out"));
+            return Err(bad(
+                format!("rtt[{i}].samples"),
+                "entries without samples must be left out",
+            ));
         }
         if !(e.srtt_us_min <= e.srtt_us_p50 && e.srtt_us_p50 <= e.srtt_us_p90) {
-            return Err(bad(format!("rtt[{i}]"), "expected srtt_us_min <= srtt_us_p50 <= srtt_us_p90"));
+            return Err(bad(
+                format!("rtt[{i}]"),
+                "expected srtt_us_min <= srtt_us_p50 <= srtt_us_p90",
+            ));
         }
         if e.srtt_us_p90 > 60_000_000 {
             return Err(bad(format!("rtt[{i}].srtt_us_p90"), "more than 60 s"));
@@ -239,7 +242,10 @@ fn validate(policy: &Policy, r: &Report) -> Result<(), IngestError> {
 impl Telemetry {
     #[must_use]
     pub fn new(limits: Limits) -> Telemetry {
-        Telemetry { limits, regions: BTreeMap::new() }
+        Telemetry {
+            limits,
+            regions: BTreeMap::new(),
+        }
     }
 
     /// Folds a report in. On error nothing changes.
@@ -247,24 +253,34 @@ impl Telemetry {
         validate(policy, r)?;
         let limits = self.limits;
         let region = self.regions.entry(r.region.clone()).or_default();
-        let new_host = match region.hosts.get(&r.host) {
-            Some(h) => {
-                // A restarted agent begins its seq again, but its clock moves on.
-                if r.seq <= h.seq && r.sent_at_ms <= h.sent_at_ms {
-                    return Err(IngestError::Stale { host: r.host.clone(), seq: r.seq, last: h.seq });
-                }
-                false
+        let new_host = if let Some(h) = region.hosts.get(&r.host) {
+            // A restarted agent begins its seq again, but its clock moves on.
+            if r.seq <= h.seq && r.sent_at_ms <= h.sent_at_ms {
+                return Err(IngestError::Stale {
+                    host: r.host.clone(),
+                    seq: r.seq,
+                    last: h.seq,
+                });
             }
-            None => {
-                if region.hosts.len() >= limits.hosts_per_region_max {
-                    return Err(IngestError::TooManyHosts(r.region.clone()));
-                }
-                true
+            false
+        } else {
+            if region.hosts.len() >= limits.hosts_per_region_max {
+                return Err(IngestError::TooManyHosts(r.region.clone()));
             }
+            true
         };
         // Validated: from here on the report is applied whole.
-        let totals = region.hosts.get(&r.host).map(|h| h.gate_totals).unwrap_or_default();
-        let GateReport { mode, syn_seen, syn_admitted, syn_dropped } = r.gate;
+        let totals = region
+            .hosts
+            .get(&r.host)
+            .map(|h| h.gate_totals)
+            .unwrap_or_default();
+        let GateReport {
+            mode,
+            syn_seen,
+            syn_admitted,
+            syn_dropped,
+        } = r.gate;
         region.hosts.insert(
             r.host.clone(),
             HostState {
@@ -273,7 +289,13 @@ impl Telemetry {
                 sent_at_ms: r.sent_at_ms,
                 interval_ms: r.interval_ms,
                 healthy: r.health.ok,
-                failed_checks: r.health.checks.iter().filter(|c| !c.ok).map(|c| c.name.clone()).collect(),
+                failed_checks: r
+                    .health
+                    .checks
+                    .iter()
+                    .filter(|c| !c.ok)
+                    .map(|c| c.name.clone())
+                    .collect(),
                 load: r.load,
                 gate_mode: mode,
                 gate_totals: GateTotals {
@@ -297,7 +319,11 @@ impl Telemetry {
             }
         }
         region.prefixes_refused += refused as u64;
-        Ok(Ingested { prefixes_updated: updated, prefixes_refused: refused, new_host })
+        Ok(Ingested {
+            prefixes_updated: updated,
+            prefixes_refused: refused,
+            new_host,
+        })
     }
 
     /// Evicts prefixes and hosts older than the limits allow. Returns (prefixes, hosts) evicted.
@@ -306,10 +332,14 @@ impl Telemetry {
         let limits = self.limits;
         for region in self.regions.values_mut() {
             let before = region.prefixes.len();
-            region.prefixes.retain(|_, e| now.since(e.updated_at) <= limits.prefix_max_age);
+            region
+                .prefixes
+                .retain(|_, e| now.since(e.updated_at) <= limits.prefix_max_age);
             p += before - region.prefixes.len();
             let before = region.hosts.len();
-            region.hosts.retain(|_, s| now.since(s.last_report_at) <= limits.host_max_age);
+            region
+                .hosts
+                .retain(|_, s| now.since(s.last_report_at) <= limits.host_max_age);
             h += before - region.hosts.len();
         }
         (p, h)
@@ -321,7 +351,10 @@ impl Telemetry {
         let Some(r) = self.regions.get(region) else {
             return RegionLoad::default();
         };
-        let mut out = RegionLoad { hosts_known: r.hosts.len() as u32, ..RegionLoad::default() };
+        let mut out = RegionLoad {
+            hosts_known: r.hosts.len() as u32,
+            ..RegionLoad::default()
+        };
         for h in r.hosts.values() {
             if now.since(h.last_report_at) > stale_after {
                 continue;

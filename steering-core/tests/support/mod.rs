@@ -9,8 +9,12 @@
 //! ```
 //! Queries: `A api client=198.18.1.7/24 resolver=198.18.0.53 country=DE continent=EU loc=53.3,-6.2`.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the support module")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the support module"
+)]
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,47 +28,67 @@ use steering_core::telemetry::wire::{GateMode, LoadReport};
 use steering_core::telemetry::{GateTotals, HostState, RegionLoad, RttEstimate, Telemetry};
 use steering_core::time::UnixMs;
 
-pub const NOW: UnixMs = UnixMs(1_800_000_000_000);
+pub(crate) const NOW: UnixMs = UnixMs(1_800_000_000_000);
 
-pub struct World {
-    pub policy: Arc<Policy>,
-    pub telemetry: Telemetry,
-    pub health: HealthState,
+pub(crate) struct World {
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) telemetry: Telemetry,
+    pub(crate) health: HealthState,
 }
 
 impl World {
-    pub fn new(policy_yaml: &str) -> World {
-        let policy = Arc::new(Policy::from_yaml("fixture.yaml", policy_yaml).unwrap_or_else(|e| panic!("{e}")));
+    pub(crate) fn new(policy_yaml: &str) -> World {
+        let policy =
+            Arc::new(Policy::from_yaml("fixture.yaml", policy_yaml).unwrap_or_else(|e| panic!("{e}")));
         let mut health = HealthState::default();
         for r in &policy.regions {
-            health.regions.insert(r.name.clone(), RegionHealth {
-                status: Status::Up,
-                streak: 0,
-                recovered_at: None,
-                changed_at: NOW,
-                last: RegionLoad::default(),
-                last_bad_reason: None,
-            });
+            health.regions.insert(
+                r.name.clone(),
+                RegionHealth {
+                    status: Status::Up,
+                    streak: 0,
+                    recovered_at: None,
+                    changed_at: NOW,
+                    last: RegionLoad::default(),
+                    last_bad_reason: None,
+                },
+            );
         }
-        World { policy, telemetry: Telemetry::default(), health }
+        World {
+            policy,
+            telemetry: Telemetry::default(),
+            health,
+        }
     }
 
-    pub fn set_rtt(&mut self, region: &str, prefix: Prefix, us: u32) {
-        self.telemetry.regions.entry(region.to_owned()).or_default().prefixes.insert(prefix, RttEstimate {
-            srtt_us: us,
-            srtt_us_p90: us + us / 10,
-            srtt_us_min: us - us / 10,
-            samples: 50,
-            retrans: 0,
-            updated_at: NOW,
-        });
+    pub(crate) fn set_rtt(&mut self, region: &str, prefix: Prefix, us: u32) {
+        self.telemetry
+            .regions
+            .entry(region.to_owned())
+            .or_default()
+            .prefixes
+            .insert(
+                prefix,
+                RttEstimate {
+                    srtt_us: us,
+                    srtt_us_p90: us + us / 10,
+                    srtt_us_min: us - us / 10,
+                    samples: 50,
+                    retrans: 0,
+                    updated_at: NOW,
+                },
+            );
     }
 
-    pub fn set_status(&mut self, region: &str, status: Status) {
-        self.health.regions.get_mut(region).unwrap_or_else(|| panic!("no region {region}")).status = status;
+    pub(crate) fn set_status(&mut self, region: &str, status: Status) {
+        self.health
+            .regions
+            .get_mut(region)
+            .unwrap_or_else(|| panic!("no region {region}"))
+            .status = status;
     }
 
-    pub fn fact(&mut self, line: &str) {
+    pub(crate) fn fact(&mut self, line: &str) {
         let w: Vec<&str> = line.split_whitespace().collect();
         match w.as_slice() {
             ["rtt", region, prefix, ms] => {
@@ -95,23 +119,26 @@ impl World {
                 }
                 let rt = self.telemetry.regions.entry((*region).to_owned()).or_default();
                 let n = rt.hosts.len();
-                rt.hosts.insert(format!("h{n}"), HostState {
-                    last_report_at: NOW,
-                    seq: 1,
-                    sent_at_ms: NOW.0,
-                    interval_ms: 1000,
-                    healthy: true,
-                    failed_checks: Vec::new(),
-                    load,
-                    gate_mode: GateMode::Open,
-                    gate_totals: GateTotals::default(),
-                });
+                rt.hosts.insert(
+                    format!("h{n}"),
+                    HostState {
+                        last_report_at: NOW,
+                        seq: 1,
+                        sent_at_ms: NOW.0,
+                        interval_ms: 1000,
+                        healthy: true,
+                        failed_checks: Vec::new(),
+                        load,
+                        gate_mode: GateMode::Open,
+                        gate_totals: GateTotals::default(),
+                    },
+                );
             }
             _ => panic!("bad fact line {line:?}"),
         }
     }
 
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot::build(self.policy.clone(), &self.telemetry, &self.health, NOW, 7, None)
     }
 }
@@ -126,7 +153,7 @@ fn parse_ms(s: &str) -> u32 {
     }
 }
 
-pub fn parse_query(snap: &Snapshot, line: &str) -> Query {
+pub(crate) fn parse_query(snap: &Snapshot, line: &str) -> Query {
     let mut w = line.split_whitespace();
     let family = match w.next() {
         Some("A") => Family::V4,
@@ -134,15 +161,23 @@ pub fn parse_query(snap: &Snapshot, line: &str) -> Query {
         other => panic!("query type {other:?}"),
     };
     let name = w.next().expect("service");
-    let fqdn = if name.ends_with('.') { name.to_owned() } else { format!("{name}.{}", snap.policy.zone) };
-    let service = snap.service_for(fqdn.as_bytes()).unwrap_or_else(|| panic!("no service {fqdn}"));
+    let fqdn = if name.ends_with('.') {
+        name.to_owned()
+    } else {
+        format!("{name}.{}", snap.policy.zone)
+    };
+    let service = snap
+        .service_for(fqdn.as_bytes())
+        .unwrap_or_else(|| panic!("no service {fqdn}"));
     let mut resolver: IpAddr = "198.18.0.53".parse().unwrap();
     let mut ecs = None;
     let mut q_country = None;
     let mut q_continent = None;
     let mut loc = None;
     for kv in w {
-        let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("bad query word {kv}"));
+        let (k, v) = kv
+            .split_once('=')
+            .unwrap_or_else(|| panic!("bad query word {kv}"));
         match k {
             "client" => {
                 let (a, l) = v.split_once('/').unwrap();
@@ -153,7 +188,10 @@ pub fn parse_query(snap: &Snapshot, line: &str) -> Query {
             "continent" => q_continent = Some(Continent::parse(v).unwrap()),
             "loc" => {
                 let (a, b) = v.split_once(',').unwrap();
-                loc = Some(GeoPoint { lat: a.parse().unwrap(), lon: b.parse().unwrap() });
+                loc = Some(GeoPoint {
+                    lat: a.parse().unwrap(),
+                    lon: b.parse().unwrap(),
+                });
             }
             other => panic!("unknown query key {other}"),
         }
@@ -169,13 +207,17 @@ pub fn parse_query(snap: &Snapshot, line: &str) -> Query {
 }
 
 /// Runs a fixture: `POLICY---\nFACTS---\nQUERIES`, returning each query's explanation.
-pub fn run_fixture(fixture: &str) -> String {
+pub(crate) fn run_fixture(fixture: &str) -> String {
     let mut parts = fixture.split("\n---\n");
     let policy = parts.next().expect("policy");
     let facts = parts.next().expect("facts");
     let queries = parts.next().expect("queries");
     let mut world = World::new(policy);
-    for line in facts.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in facts
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         world.fact(line);
     }
     let snap = world.snapshot();
@@ -183,12 +225,12 @@ pub fn run_fixture(fixture: &str) -> String {
     for line in queries.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let q = parse_query(&snap, line);
         let d: Decision = snap.decide(&q);
-        out.push_str(&format!("> {line}\n"));
+        let _ = writeln!(out, "> {line}");
         out.push_str(&steering_core::explain::render(&snap, &q, &d));
     }
     out
 }
 
-pub fn secs(s: u64) -> Duration {
+pub(crate) fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
