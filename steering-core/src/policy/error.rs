@@ -17,8 +17,7 @@ impl fmt::Display for Location {
 }
 
 /// One problem in a policy file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{location}: {path}: {message}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyError {
     pub location: Location,
     /// The path of the bad value, e.g. `services.api.fences[0].allow[1]` (empty for the document).
@@ -26,6 +25,18 @@ pub struct PolicyError {
     /// What is wrong and what was expected.
     pub message: String,
 }
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}: {}", self.location, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.location, self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
 
 /// Every problem found in a policy file, in file order. Never empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
