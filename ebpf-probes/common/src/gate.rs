@@ -74,7 +74,10 @@ impl Verdict {
     #[inline(always)]
     #[must_use]
     pub fn drops(self) -> bool {
-        matches!(self, Verdict::DroppedDrain | Verdict::DroppedRate | Verdict::DroppedPrefix)
+        matches!(
+            self,
+            Verdict::DroppedDrain | Verdict::DroppedRate | Verdict::DroppedPrefix
+        )
     }
 
     /// Whether the packet was a new flow to a gated port.
@@ -85,6 +88,7 @@ impl Verdict {
 }
 
 /// Index of the per-CPU counter for `verdict` in `mode`.
+#[derive(Debug)]
 pub struct GateCounter;
 
 impl GateCounter {
@@ -112,9 +116,15 @@ pub struct Gcra {
 
 impl Gcra {
     /// No limit.
-    pub const UNLIMITED: Gcra = Gcra { emission_ns: 0, tolerance_ns: 0 };
+    pub const UNLIMITED: Gcra = Gcra {
+        emission_ns: 0,
+        tolerance_ns: 0,
+    };
     /// Admits nothing.
-    pub const CLOSED: Gcra = Gcra { emission_ns: u64::MAX, tolerance_ns: 0 };
+    pub const CLOSED: Gcra = Gcra {
+        emission_ns: u64::MAX,
+        tolerance_ns: 0,
+    };
 
     /// `rate_per_s` and `burst` split evenly over `shards` independent limiters (one per CPU for
     /// the global limiter, so that no state is shared between CPUs): each shard gets
@@ -127,7 +137,10 @@ impl Gcra {
         let shards = u64::from(shards.max(1));
         let emission_ns = (NANOS_PER_SEC * shards / u64::from(rate_per_s)).max(1);
         let burst = u64::from(burst).div_ceil(shards).max(1);
-        Gcra { emission_ns, tolerance_ns: emission_ns.saturating_mul(burst - 1) }
+        Gcra {
+            emission_ns,
+            tolerance_ns: emission_ns.saturating_mul(burst - 1),
+        }
     }
 
     /// Whether a new flow at `now_ns` is admitted given the limiter's TAT; `Some(new_tat)` if so.
@@ -213,7 +226,11 @@ pub struct Decision {
 #[inline(always)]
 #[must_use]
 pub fn decide(cfg: &GateConfig, now_ns: u64, global_tat_ns: u64, prefix_tat_ns: u64) -> Decision {
-    let none = |verdict| Decision { verdict, global_tat_ns: None, prefix_tat_ns: None };
+    let none = |verdict| Decision {
+        verdict,
+        global_tat_ns: None,
+        prefix_tat_ns: None,
+    };
     match cfg.mode() {
         GateMode::Open => none(Verdict::Admitted),
         GateMode::Drain => none(Verdict::DroppedDrain),
@@ -275,7 +292,11 @@ mod tests {
         let g = Gcra::new(100, 10, 2);
         assert_eq!(g.emission_ns, 20_000_000);
         assert_eq!(admitted_over(g, 5, 0, 50), 5);
-        assert_eq!(Gcra::new(100, 1, 4).tolerance_ns, 0, "each shard admits at least one");
+        assert_eq!(
+            Gcra::new(100, 1, 4).tolerance_ns,
+            0,
+            "each shard admits at least one"
+        );
     }
 
     #[test]

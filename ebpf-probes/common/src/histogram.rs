@@ -36,8 +36,13 @@ impl Default for RttValue {
 
 impl RttValue {
     /// No samples.
-    pub const ZERO: RttValue =
-        RttValue { buckets: [0; SRTT_BUCKETS], count: 0, sum_us: 0, min_us: 0, retrans: 0 };
+    pub const ZERO: RttValue = RttValue {
+        buckets: [0; SRTT_BUCKETS],
+        count: 0,
+        sum_us: 0,
+        min_us: 0,
+        retrans: 0,
+    };
 
     /// Records one sample the way the BPF side does (non-atomically: for tests and tools).
     pub fn record(&mut self, srtt_us: u32) {
@@ -56,7 +61,11 @@ impl RttValue {
     #[must_use]
     pub fn since(&self, older: &RttValue) -> RttValue {
         let mut out = RttValue::ZERO;
-        for (o, (n, p)) in out.buckets.iter_mut().zip(self.buckets.iter().zip(&older.buckets)) {
+        for (o, (n, p)) in out
+            .buckets
+            .iter_mut()
+            .zip(self.buckets.iter().zip(&older.buckets))
+        {
             *o = n.wrapping_sub(*p);
         }
         out.count = self.count.wrapping_sub(older.count);
@@ -78,7 +87,11 @@ impl RttValue {
         // The kernel's lifetime minimum is the interval's minimum when it falls in the lowest
         // bucket that got samples in this interval; otherwise the bucket's lower bound is the
         // best bound we have.
-        let min_us = if self.min_us >= low && self.min_us < high { self.min_us } else { low };
+        let min_us = if self.min_us >= low && self.min_us < high {
+            self.min_us
+        } else {
+            low
+        };
         Some(Quantiles {
             samples: total,
             p50_us: self.quantile(total, 500),
@@ -192,7 +205,10 @@ mod tests {
             assert!(b < SRTT_BUCKETS);
             assert!(b >= prev || v < 100_000, "monotonic");
             let (low, high) = bucket_bounds(b);
-            assert!(low <= v && (v < high || b == SRTT_BUCKETS - 1), "{v} in [{low}, {high}) of {b}");
+            assert!(
+                low <= v && (v < high || b == SRTT_BUCKETS - 1),
+                "{v} in [{low}, {high}) of {b}"
+            );
             if v < 100_000 {
                 prev = b;
             }
@@ -235,7 +251,10 @@ mod tests {
         assert_eq!(q.samples, 100);
         assert!(q.p50_us.abs_diff(20_045) * 16 <= 20_045, "p50 {}", q.p50_us);
         assert!(q.p90_us.abs_diff(20_045) * 16 <= 20_045, "p90 {}", q.p90_us);
-        assert_eq!(q.min_us, 5_000, "the lifetime min falls in the lowest delta bucket");
+        assert_eq!(
+            q.min_us, 5_000,
+            "the lifetime min falls in the lowest delta bucket"
+        );
         assert_eq!(RttValue::ZERO.quantiles(), None);
     }
 

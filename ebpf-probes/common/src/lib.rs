@@ -9,12 +9,16 @@
 //!
 //! Quantiles from a histogram delta are also here because they invert the BPF-side bucketing.
 #![no_std]
+#![allow(
+    clippy::inline_always,
+    reason = "the BPF side needs these inlined: BPF-to-BPF calls limit the verifier and stack"
+)]
 
 pub mod gate;
 pub mod histogram;
 pub mod prefix;
 
-pub use gate::{Gcra, GateConfig, GateCounter, GateMode, Verdict};
+pub use gate::{GateConfig, GateCounter, GateMode, Gcra, Verdict};
 pub use histogram::{Quantiles, RttValue, SRTT_BUCKETS};
 pub use prefix::{PrefixKey, ProbeConfig};
 
@@ -47,7 +51,7 @@ pub mod map_names {
     pub const GATE_PREFIX_TAT: &str = "STEER_GATE_PREFIX_TAT";
 }
 
-/// Bounds of the BPF maps (TigerBeetle style: every map has a named bound).
+/// Bounds of the BPF maps (`TigerBeetle` style: every map has a named bound).
 pub mod bounds {
     /// Client prefixes tracked by the RTT probe before the LRU evicts the coldest.
     pub const RTT_PREFIXES_MAX: u32 = 8192;

@@ -51,7 +51,12 @@ impl PrefixKey {
             out[i] = addr[i] & mask_byte(len, i);
             i += 1;
         }
-        PrefixKey { family: AF_INET, len, pad: [0; 2], addr: out }
+        PrefixKey {
+            family: AF_INET,
+            len,
+            pad: [0; 2],
+            addr: out,
+        }
     }
 
     /// The prefix containing the IPv6 address `addr` (network byte order): an IPv4-mapped address
@@ -70,7 +75,12 @@ impl PrefixKey {
             out[i] = addr[i] & mask_byte(len, i);
             i += 1;
         }
-        PrefixKey { family: AF_INET6, len, pad: [0; 2], addr: out }
+        PrefixKey {
+            family: AF_INET6,
+            len,
+            pad: [0; 2],
+            addr: out,
+        }
     }
 
     /// The IPv4 network address if this is an IPv4 key.
@@ -113,7 +123,7 @@ pub fn port_slot(ports: &[u16; PORTS_MAX], port: u16) -> Option<usize> {
     None
 }
 
-/// Configuration of the sock_ops "rtt" program (one entry of an Array map, written by the agent).
+/// Configuration of the `sock_ops` "rtt" program (one entry of an Array map, written by the agent).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ProbeConfig {
@@ -169,13 +179,18 @@ mod tests {
 
     #[test]
     fn same_prefix_same_key() {
-        assert_eq!(PrefixKey::v4([10, 0, 0, 1], 24), PrefixKey::v4([10, 0, 0, 254], 24));
+        assert_eq!(
+            PrefixKey::v4([10, 0, 0, 1], 24),
+            PrefixKey::v4([10, 0, 0, 254], 24)
+        );
         assert_ne!(PrefixKey::v4([10, 0, 0, 1], 24), PrefixKey::v4([10, 0, 1, 1], 24));
     }
 
     #[test]
     fn v6_is_masked_to_56_and_mapped_v4_becomes_v4() {
-        let a = [0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34, 0x56, 0x78, 0x9a, 0, 0, 0, 0, 0, 0, 1];
+        let a = [
+            0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34, 0x56, 0x78, 0x9a, 0, 0, 0, 0, 0, 0, 1,
+        ];
         let k = PrefixKey::v6(a, 24, 56);
         assert_eq!((k.family, k.len), (AF_INET6, 56));
         assert_eq!(&k.addr[..7], &a[..7]);
@@ -197,6 +212,9 @@ mod tests {
         assert_eq!(port_slot(&ports, 8000), Some(0));
         assert_eq!(port_slot(&ports, 80), None);
         assert_eq!(port_slot(&ports, 0), None, "0 marks unused slots, never a port");
-        assert_eq!(ports_array(&[1, 2, 3, 4, 5, 6, 7, 8, 9]), [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(
+            ports_array(&[1, 2, 3, 4, 5, 6, 7, 8, 9]),
+            [1, 2, 3, 4, 5, 6, 7, 8]
+        );
     }
 }
