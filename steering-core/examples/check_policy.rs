@@ -7,7 +7,11 @@ fn main() {
     for path in std::env::args().skip(1) {
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         match steering_core::Policy::from_yaml(&path, &text) {
-            Ok(p) => println!("{path}: ok ({} regions, {} services)", p.regions.len(), p.services.len()),
+            Ok(p) => println!(
+                "{path}: ok ({} regions, {} services)",
+                p.regions.len(),
+                p.services.len()
+            ),
             Err(e) => {
                 println!("{e}");
                 failed = true;
