@@ -18,6 +18,7 @@ use crate::gate::{self, command_of, ramped_rate};
 use crate::load::{fetch_load, health_check};
 use crate::loader::{Probe, ProbeError};
 use crate::maps::{GateCounts, RttSnapshot};
+use crate::metrics::AgentStats;
 
 /// Reply intervals outside this range are clamped.
 pub const INTERVAL_MS_MIN: u32 = 100;
@@ -47,7 +48,7 @@ pub struct AgentConfig {
     pub surge_ramp_ms: u64,
     /// Timeout of every HTTP request.
     pub http_timeout: Duration,
-    /// Pin dir (for the operator hold file).
+    /// Pin dir of the maps.
     pub pin_dir: PathBuf,
 }
 
@@ -61,7 +62,9 @@ struct Server {
     backoff: u32,
 }
 
-fn reports_url(base: &str) -> String {
+/// The report endpoint of a steerd base URL.
+#[must_use]
+pub fn reports_url(base: &str) -> String {
     let base = base.trim_end_matches('/');
     if base.ends_with("/v1/reports") {
         base.to_owned()
@@ -70,7 +73,9 @@ fn reports_url(base: &str) -> String {
     }
 }
 
-fn now_ms() -> u64 {
+/// Wall clock in ms since the epoch (the protocol's `sent_at_ms`).
+#[must_use]
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -83,9 +88,16 @@ struct Ramp {
     started_ms: u64,
 }
 
-/// Runs until `stop` is set. Errors reading the maps are logged and the loop goes on; only a
-/// failed write of the gate map is returned, since the agent cannot do its job without it.
-pub fn run(cfg: &AgentConfig, probe: &mut Probe, stop: &AtomicBool) -> Result<(), ProbeError> {
+/// Runs until `stop` is set, recording what it does in `stats` (indexed like `cfg.servers`).
+/// Errors reading the maps are returned, as is a failed write of the gate map, since the agent
+/// cannot do its job without them. Stopping leaves the gate as it is: the pinned program keeps
+/// enforcing the last state while no agent runs.
+pub fn run(
+    cfg: &AgentConfig,
+    probe: &mut Probe,
+    stop: &AtomicBool,
+    stats: &AgentStats,
+) -> Result<(), ProbeError> {
     let cpus = gate::online_cpus();
     let rtt0 = probe.maps().rtt_snapshot()?;
     let gate0 = probe.maps().gate_counts()?;
@@ -114,9 +126,12 @@ pub fn run(cfg: &AgentConfig, probe: &mut Probe, stop: &AtomicBool) -> Result<()
         let counts = probe.maps().gate_counts()?;
         let applied = probe.maps().gate_config()?;
         let health = check_health(cfg);
-        let load = load_report(cfg, probe);
+        if let Some(c) = health.checks.first() {
+            stats.health_checked(c.ok, c.latency_ms);
+        }
+        let load = load_report(cfg, probe, stats);
         let mut reply: Option<ReportReply> = None;
-        for s in &mut servers {
+        for (i, s) in servers.iter_mut().enumerate() {
             if s.skip > 0 {
                 s.skip -= 1;
                 continue;
@@ -127,10 +142,12 @@ pub fn run(cfg: &AgentConfig, probe: &mut Probe, stop: &AtomicBool) -> Result<()
                     s.rtt_base = rtt.clone();
                     s.gate_base = counts;
                     s.backoff = 1;
+                    stats.report_sent(i, now_ms());
                     reply.get_or_insert(r);
                 }
                 Err(e) => {
                     tracing::warn!(server = %s.url, error = %e, backoff = s.backoff, "report failed");
+                    stats.report_failed(i);
                     s.skip = s.backoff;
                     s.backoff = (s.backoff * 2).min(BACKOFF_INTERVALS_MAX);
                 }
@@ -139,11 +156,13 @@ pub fn run(cfg: &AgentConfig, probe: &mut Probe, stop: &AtomicBool) -> Result<()
         seq += 1;
         if let Some(r) = reply {
             interval_ms = r.interval_ms.clamp(INTERVAL_MS_MIN, INTERVAL_MS_MAX);
-            if gate::held(&cfg.pin_dir) {
+            // Read again: an operator may have set a hold while the reports were in flight.
+            let current = probe.maps().gate_config()?;
+            if gate::held(&current) {
                 tracing::debug!("operator hold: steerd's gate state not applied");
             } else {
                 let cmd = ramp_command(r.gate, &mut ramp, cfg.surge_ramp_ms, now_ms());
-                if cmd != command_of(&applied) {
+                if cmd != command_of(&current) {
                     tracing::info!(mode = ?cmd.mode, rate_per_s = cmd.rate_per_s, burst = cmd.burst, "gate");
                     gate::apply(probe.maps_mut(), &cmd, cpus)?;
                 }
@@ -205,12 +224,15 @@ fn check_health(cfg: &AgentConfig) -> HealthReport {
     }
 }
 
-fn load_report(cfg: &AgentConfig, probe: &Probe) -> LoadReport {
-    let server = cfg
+fn load_report(cfg: &AgentConfig, probe: &Probe, stats: &AgentStats) -> LoadReport {
+    let fetched = cfg
         .metrics_url
         .as_deref()
-        .and_then(|u| fetch_load(u, cfg.http_timeout))
-        .unwrap_or_default();
+        .and_then(|u| fetch_load(u, cfg.http_timeout));
+    if cfg.metrics_url.is_some() {
+        stats.load_read(fetched);
+    }
+    let server = fetched.unwrap_or_default();
     let active = probe.maps().active_connections().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "reading active connections");
         0

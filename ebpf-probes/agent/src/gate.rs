@@ -1,8 +1,5 @@
 //! Gate settings: what steerd or an operator asks for, and how it becomes the BPF config.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-
 use steer_probe_common::{GateConfig, GateMode as BpfMode, Gcra};
 use steering_core::telemetry::wire::{GateCommand, GateMode};
 
@@ -12,10 +9,6 @@ use crate::maps::Maps;
 /// One client prefix may take at most `1 / PREFIX_SHARE_DIVISOR` of the surge rate and burst, so a
 /// single large NAT or resolver population cannot use up the whole recovery budget.
 pub const PREFIX_SHARE_DIVISOR: u32 = 4;
-
-/// Pin-dir file that marks an operator's `gate --hold`: while it exists the agent does not apply
-/// steerd's gate state.
-pub const HOLD_FILE: &str = "gate_hold";
 
 /// The wire mode as the BPF side stores it.
 #[must_use]
@@ -37,7 +30,7 @@ pub fn wire_mode(mode: BpfMode) -> GateMode {
     }
 }
 
-/// `cmd` applied to `current` (ports and prefix lengths are kept). The global limiter is split
+/// `cmd` applied to `current` (ports, prefix lengths and an operator hold are kept). The global limiter is split
 /// over `cpus` per-CPU shards; it under-admits when new flows are unevenly spread over CPUs,
 /// never over-admits.
 #[must_use]
@@ -85,32 +78,24 @@ pub fn apply(maps: &mut Maps, cmd: &GateCommand, cpus: u32) -> Result<GateConfig
     Ok(cfg)
 }
 
-fn hold_path(pin_dir: &Path) -> PathBuf {
-    pin_dir.join(HOLD_FILE)
-}
-
-/// Marks (or clears) an operator hold.
-pub fn set_hold(pin_dir: &Path, hold: bool) -> Result<(), ProbeError> {
-    let path = hold_path(pin_dir);
-    let res = if hold {
-        fs::write(&path, b"held by steer-probe gate --hold\n")
-    } else {
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        }
-    };
-    res.map_err(|source| ProbeError::Io {
-        op: "writing hold file",
-        path,
-        source,
-    })
+/// `cmd` set by an operator: applied, and held against steerd's replies if `hold` (a plain
+/// `gate` command clears an earlier hold). One write of the gate map.
+pub fn apply_by_hand(
+    maps: &mut Maps,
+    cmd: &GateCommand,
+    hold: bool,
+    cpus: u32,
+) -> Result<GateConfig, ProbeError> {
+    let mut cfg = config_for(&maps.gate_config()?, cmd, cpus);
+    cfg.held = u8::from(hold);
+    maps.set_gate_config(&cfg)?;
+    Ok(cfg)
 }
 
 /// Whether an operator hold is in place.
 #[must_use]
-pub fn held(pin_dir: &Path) -> bool {
-    hold_path(pin_dir).exists()
+pub fn held(cfg: &GateConfig) -> bool {
+    cfg.held != 0
 }
 
 /// The surge rate the agent actually applies while ramping up to steerd's target: it starts at

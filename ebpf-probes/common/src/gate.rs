@@ -171,8 +171,12 @@ pub struct GateConfig {
     pub v4_len: u8,
     /// Prefix length of IPv6 client keys for the per-prefix limiter.
     pub v6_len: u8,
+    /// 1 while an operator's `steer-probe gate --hold` is in place: the agent then does not apply
+    /// steerd's gate state. The BPF side ignores it. It lives here rather than in a file because
+    /// a bpffs holds only pins, and here it survives agent restarts with the mode it protects.
+    pub held: u8,
     /// Explicit padding, zero.
-    pub pad: [u8; 2],
+    pub pad: [u8; 1],
     /// Destination ports whose new flows are gated; 0 = unused slot. All zero = nothing gated.
     pub ports: [u16; PORTS_MAX],
     /// The surge rate the agent configured (for status output; the limiters use `global`).
@@ -193,7 +197,8 @@ impl GateConfig {
             mode: GateMode::Open as u32,
             v4_len: V4_PREFIX_LEN_DEFAULT,
             v6_len: V6_PREFIX_LEN_DEFAULT,
-            pad: [0; 2],
+            held: 0,
+            pad: [0; 1],
             ports: ports_array(ports),
             rate_per_s: 0,
             burst: 0,

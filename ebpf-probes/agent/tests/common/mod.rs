@@ -154,6 +154,7 @@ impl Drop for Netns {
 pub(crate) struct TestCgroup {
     pub(crate) path: PathBuf,
     root: PathBuf,
+    entered: bool,
 }
 
 /// The cgroup2 mount point.
@@ -173,7 +174,11 @@ impl TestCgroup {
         let root = cgroup2_root();
         let path = root.join(unique(name));
         std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        let cg = TestCgroup { path, root };
+        let cg = TestCgroup {
+            path,
+            root,
+            entered: true,
+        };
         std::fs::write(cg.path.join("cgroup.procs"), format!("{}\n", std::process::id()))
             .unwrap_or_else(|e| panic!("moving into {}: {e}", cg.path.display()));
         cg
@@ -182,10 +187,12 @@ impl TestCgroup {
 
 impl Drop for TestCgroup {
     fn drop(&mut self) {
-        let _ = std::fs::write(
-            self.root.join("cgroup.procs"),
-            format!("{}\n", std::process::id()),
-        );
+        if self.entered {
+            let _ = std::fs::write(
+                self.root.join("cgroup.procs"),
+                format!("{}\n", std::process::id()),
+            );
+        }
         let _ = std::fs::remove_dir(&self.path);
     }
 }
@@ -200,3 +207,34 @@ pub(crate) fn pin_to_cpu(cpu: usize) {
         assert_eq!(rc, 0, "sched_setaffinity: {}", std::io::Error::last_os_error());
     }
 }
+
+impl TestCgroup {
+    /// A fresh child of the cgroup2 root that nothing is moved into (for the agent binary to
+    /// attach `sock_ops` to); removed on drop.
+    pub(crate) fn create(name: &str) -> TestCgroup {
+        let root = cgroup2_root();
+        let path = root.join(unique(name));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        TestCgroup {
+            path,
+            root,
+            entered: false,
+        }
+    }
+}
+
+impl Netns {
+    /// Runs `f` on a thread that lives in this namespace, and returns its result.
+    pub(crate) fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let name = self.name.clone();
+        std::thread::spawn(move || {
+            Netns { name }.enter_and_forget();
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+}
+
+pub(crate) mod http;
+pub(crate) mod probe;
