@@ -7,8 +7,11 @@
 
 pub mod client;
 pub mod delay_line;
+pub mod lab;
+pub mod mmdb;
 pub mod mock_infer;
 pub mod netns;
+pub mod story;
 pub mod topology;
 
 /// Panics with a clear message unless the process runs as root: the lab's tests create network namespaces.

@@ -1,9 +1,9 @@
 //! Writes a tiny `MaxMind` DB (format 2.0, IPv4 tree, 24-bit records) by hand, for `GeoIP` tests.
-#![allow(unreachable_pub, reason = "test helper module")]
 
 /// One value of the `MaxMind` data section.
+#[derive(Debug, Clone)]
 pub enum Val {
-    Str(&'static str),
+    Str(String),
     F64(f64),
     U16(u16),
     U32(u32),
@@ -56,7 +56,7 @@ pub fn encode(v: &Val, out: &mut Vec<u8>) {
         Val::Map(m) => {
             ctrl(out, 7, m.len());
             for (k, v) in m {
-                encode(&Val::Str(k), out);
+                encode(&Val::Str((*k).to_owned()), out);
                 encode(v, out);
             }
         }
@@ -77,10 +77,17 @@ enum Rec {
 }
 
 /// A City-style record.
-pub fn city(country: &'static str, continent: &'static str, lat: f64, lon: f64) -> Val {
+#[must_use]
+pub fn city(country: &str, continent: &str, lat: f64, lon: f64) -> Val {
     Val::Map(vec![
-        ("continent", Val::Map(vec![("code", Val::Str(continent))])),
-        ("country", Val::Map(vec![("iso_code", Val::Str(country))])),
+        (
+            "continent",
+            Val::Map(vec![("code", Val::Str(continent.to_owned()))]),
+        ),
+        (
+            "country",
+            Val::Map(vec![("iso_code", Val::Str(country.to_owned()))]),
+        ),
         (
             "location",
             Val::Map(vec![("latitude", Val::F64(lat)), ("longitude", Val::F64(lon))]),
@@ -89,6 +96,7 @@ pub fn city(country: &'static str, continent: &'static str, lat: f64, lon: f64) 
 }
 
 /// Builds a database mapping IPv4 prefixes (address, length) to records.
+#[must_use]
 pub fn build(entries: &[([u8; 4], u8, Val)]) -> Vec<u8> {
     let mut data = Vec::new();
     let mut nodes: Vec<[Rec; 2]> = vec![[Rec::Empty, Rec::Empty]];
@@ -132,16 +140,30 @@ pub fn build(entries: &[([u8; 4], u8, Val)]) -> Vec<u8> {
         ("binary_format_major_version", Val::U16(2)),
         ("binary_format_minor_version", Val::U16(0)),
         ("build_epoch", Val::U64(1_700_000_000)),
-        ("database_type", Val::Str("GeoLite2-City")),
+        ("database_type", Val::Str("GeoLite2-City".into())),
         (
             "description",
-            Val::Map(vec![("en", Val::Str("steer test database"))]),
+            Val::Map(vec![("en", Val::Str("steer test database".into()))]),
         ),
         ("ip_version", Val::U16(4)),
-        ("languages", Val::Arr(vec![Val::Str("en")])),
+        ("languages", Val::Arr(vec![Val::Str("en".into())])),
         ("node_count", Val::U32(count as u32)),
         ("record_size", Val::U16(24)),
     ]);
     encode(&meta, &mut out);
     out
+}
+
+/// A database that maps IPv4 networks (`"198.18.100.0/24"`) to countries (continent EU, location 0,0).
+pub fn country_db(nets: &[(String, String)]) -> Result<Vec<u8>, String> {
+    let mut entries = Vec::new();
+    for (cidr, country) in nets {
+        let (addr, len) = cidr
+            .split_once('/')
+            .ok_or_else(|| format!("{cidr}: expected ADDR/LEN"))?;
+        let addr: std::net::Ipv4Addr = addr.parse().map_err(|e| format!("{cidr}: {e}"))?;
+        let len: u8 = len.parse().map_err(|e| format!("{cidr}: {e}"))?;
+        entries.push((addr.octets(), len, city(country, "EU", 0.0, 0.0)));
+    }
+    Ok(build(&entries))
 }

@@ -443,7 +443,9 @@ fn ip_in(ns: Option<&str>, args: &[&str]) -> Result<String, LabError> {
 pub struct ChildGuard {
     name: String,
     child: Child,
-    lines: mpsc::Receiver<String>,
+    // A Mutex (never contended: only `&mut self` methods read it) makes the guard Sync, so a lab that owns
+    // guards can be shared with the threads that drive its sites.
+    lines: std::sync::Mutex<mpsc::Receiver<String>>,
     seen: Vec<String>,
 }
 
@@ -473,7 +475,7 @@ impl ChildGuard {
         Ok(ChildGuard {
             name: name.to_owned(),
             child,
-            lines,
+            lines: std::sync::Mutex::new(lines),
             seen: Vec::new(),
         })
     }
@@ -493,7 +495,12 @@ impl ChildGuard {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
+            match self
+                .lines
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .recv_timeout(left)
+            {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if pred(&line) {
@@ -547,7 +554,12 @@ impl ChildGuard {
         }
         self.reap(Duration::from_millis(TERM_GRACE_MS));
         // The reader thread ends at EOF, once the child is gone.
-        Ok(self.lines.iter().collect())
+        Ok(self
+            .lines
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .collect())
     }
 
     fn reap(&mut self, grace: Duration) {

@@ -8,6 +8,7 @@
     reason = "xtask times its steps on the wall clock for people; no injected time here"
 )]
 
+mod bench_dns;
 mod prereqs;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,8 @@ tasks:
   test            install prerequisites, then fmt check, clippy (warnings denied) and every test
   ci              the same as test (what .ci/run calls)
   demo [--keep]   build everything and run the steering story end to end, printed as tables
+  lab up|down|status
+                  bring the lab up for exploring by hand, remove leftovers, or list its namespaces
   bench [core]    benchmarks with ratios (core: engine decisions at 1k/100k/1M prefixes)
   prereqs         only install the prerequisites
 ";
@@ -36,6 +39,7 @@ fn main() -> Result<()> {
         "test" | "ci" => test(),
         "prereqs" => prereqs::ensure_all(),
         "demo" => demo(&args[1..]),
+        "lab" => lab(&args[1..]),
         "bench" => bench(&args[1..]),
         "help" | "--help" | "-h" => {
             eprint!("{HELP}");
@@ -122,14 +126,43 @@ fn demo(args: &[String]) -> Result<()> {
     run(&mut cmd)
 }
 
+fn lab(args: &[String]) -> Result<()> {
+    let what = args.first().map_or("status", String::as_str);
+    if !matches!(what, "up" | "down" | "status") {
+        bail!("usage: cargo xtask lab up|down|status");
+    }
+    if what == "up" {
+        prereqs::ensure_all()?;
+    }
+    step(&format!("lab {what}"));
+    run(cargo().args(["build", "--release", "--bins"]))?;
+    run(cargo().args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "steer-lab",
+        "--bin",
+        "steer-demo",
+        "--",
+        "lab",
+        what,
+    ]))
+}
+
 fn bench(args: &[String]) -> Result<()> {
     let which = args.first().map_or("all", String::as_str);
+    if !matches!(which, "core" | "dns" | "all") {
+        bail!("unknown benchmark {which:?} (known: core, dns, all)");
+    }
     if matches!(which, "core" | "all") {
         step("engine: decisions per second at 1k, 100k and 1M client prefixes x 5 regions");
         run(cargo().args(["bench", "-p", "steering-core", "--bench", "decide"]))?;
     }
-    if !matches!(which, "core" | "all") {
-        bail!("unknown benchmark {which:?} (known: core, all)");
+    if matches!(which, "dns" | "all") {
+        // `bench dns [--prefixes N] [--seconds N]`; `bench all` runs it with the defaults.
+        let rest = if which == "dns" { &args[1..] } else { &[] };
+        bench_dns::bench(rest)?;
     }
     Ok(())
 }

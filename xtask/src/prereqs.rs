@@ -17,8 +17,22 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("unbound", "a real recursive resolver with ECS in front of steerd"),
     ("dnsperf", "the DNS load generator for benchmarks"),
     ("iproute2", "ip netns / veth for the lab"),
-    ("iptables", "the NFQUEUE target that feeds the lab's WAN delay line (this kernel has no nft queue)"),
-    ("util-linux", "chrt: real-time priority keeps the delay line's delays accurate under load"),
+    (
+        "iptables",
+        "the NFQUEUE target that feeds the lab's WAN delay line (this kernel has no nft queue)",
+    ),
+    (
+        "util-linux",
+        "chrt: real-time priority keeps the delay line's delays accurate under load",
+    ),
+    (
+        "prometheus",
+        "promtool, which checks and unit-tests the alert rules in deploy/",
+    ),
+    (
+        "systemd",
+        "systemd-analyze, which verifies the units in deploy/systemd",
+    ),
 ];
 
 pub(crate) fn ensure_all() -> Result<()> {

@@ -263,6 +263,14 @@ fn build_report(
 ) -> Report {
     let g = counts.since(&s.gate_base);
     let mut prefixes = rtt.since(&s.rtt_base);
+    // The agent's own health checks are connections too: they are not client traffic, so the prefix they
+    // come from (loopback, or the host's own address) is not reported.
+    let own = cfg.health_url.as_deref().and_then(url_host);
+    prefixes.retain(|p| {
+        let net = p.prefix.network();
+        !net.is_loopback() && !own.is_some_and(|a| p.prefix.contains(a))
+    });
+    prefixes.sort_by_key(|p| std::cmp::Reverse(p.samples));
     prefixes.truncate(PREFIXES_PER_REPORT_MAX);
     Report {
         version: PROTOCOL_VERSION,
@@ -293,6 +301,20 @@ fn build_report(
     }
 }
 
+/// The IP address in an `http://ADDR[:PORT]/...` URL, if it names one (not a host name).
+fn url_host(url: &str) -> Option<std::net::IpAddr> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split('/').next()?;
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next()?.parse().ok();
+    }
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(h, _)| h)
+        .parse()
+        .ok()
+}
+
 /// Why a report was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
@@ -316,6 +338,23 @@ fn post(http: &ureq::Agent, url: &str, token: &str, report: &Report) -> Result<R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_hosts() {
+        assert_eq!(
+            url_host("http://198.18.10.10:8000/health"),
+            Some("198.18.10.10".parse().unwrap())
+        );
+        assert_eq!(
+            url_host("http://[2001:db8::1]:8000/health"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(
+            url_host("http://127.0.0.1/health"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(url_host("http://infer.local:8000/health"), None);
+    }
 
     #[test]
     fn report_urls() {

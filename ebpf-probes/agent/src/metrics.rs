@@ -33,6 +33,8 @@ pub struct AgentStats {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// The policy region and host name this agent reports as; `None` until told.
+    identity: Option<(String, String)>,
     servers: Vec<ServerStats>,
     /// The last health check: ok and latency; `None` before the first or without a health URL.
     health: Option<(bool, u32)>,
@@ -69,6 +71,14 @@ impl AgentStats {
                 ..Inner::default()
             }),
         }
+    }
+
+    /// Names the region and host the agent reports as, for `steer_probe_info` (dashboards join the
+    /// region into the gate's series through it).
+    #[must_use]
+    pub fn with_identity(self, region: &str, host: &str) -> AgentStats {
+        self.with(|s| s.identity = Some((region.to_owned(), host.to_owned())));
+        self
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
@@ -113,8 +123,30 @@ impl AgentStats {
 
     /// The agent's half of the exposition.
     fn render_into(&self, out: &mut String, now_ms: u64) {
-        let s = self.with(|s| (s.servers.clone(), s.health, s.load, s.load_configured));
-        let (servers, health, load, load_configured) = s;
+        let s = self.with(|s| {
+            (
+                s.identity.clone(),
+                s.servers.clone(),
+                s.health,
+                s.load,
+                s.load_configured,
+            )
+        });
+        let (identity, servers, health, load, load_configured) = s;
+        if let Some((region, host)) = identity {
+            family(
+                out,
+                "info",
+                "gauge",
+                "Always 1; names the region and host this agent reports as.",
+            );
+            let _ = writeln!(
+                out,
+                "steer_probe_info{{region=\"{}\",host=\"{}\"}} 1",
+                esc(&region),
+                esc(&host)
+            );
+        }
         family(out, "reports_sent_total", "counter", "Reports a steerd accepted.");
         for s in &servers {
             let _ = writeln!(
@@ -394,7 +426,8 @@ mod tests {
         let stats = AgentStats::new(
             &["http://a/v1/reports".into(), "http://b/v1/reports".into()],
             true,
-        );
+        )
+        .with_identity("eu-1", "gpu-\"7\"");
         let t0 = 1_700_000_000_000;
         stats.report_sent(0, t0);
         stats.report_failed(1);
@@ -407,6 +440,7 @@ mod tests {
         let mut out = String::new();
         stats.render_into(&mut out, t0 + 2500);
         for want in [
+            "steer_probe_info{region=\"eu-1\",host=\"gpu-\\\"7\\\"\"} 1",
             "steer_probe_reports_sent_total{server=\"http://a/v1/reports\"} 1",
             "steer_probe_reports_failed_total{server=\"http://b/v1/reports\"} 2",
             "steer_probe_report_last_success_age_seconds{server=\"http://a/v1/reports\"} 2.500",
@@ -422,6 +456,9 @@ mod tests {
             !out.contains("last_success_age_seconds{server=\"http://b"),
             "no age before a first success:\n{out}"
         );
+        let mut anonymous = String::new();
+        AgentStats::new(&[], false).render_into(&mut anonymous, t0);
+        assert!(!anonymous.contains("steer_probe_info"), "{anonymous}");
     }
 
     #[test]

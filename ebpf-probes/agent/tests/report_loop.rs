@@ -7,7 +7,8 @@
 //!   hangs (each bounded by the agent's HTTP timeout), and does not exit;
 //! - the gate deltas it sends add up to what the gate counted, across the outage;
 //! - a hanging inference server makes the report say health not ok;
-//! - `/metrics` shows the gate, the reports and the load;
+//! - `/metrics` shows the gate, the reports and the load, and names the region and host in
+//!   `steer_probe_info`;
 //! - SIGTERM stops it with status 0 and leaves the gate as it was.
 #![allow(
     clippy::disallowed_types,
@@ -221,6 +222,7 @@ fn reports_reach_steerd_and_the_agent_survives_bad_servers() {
     assert_eq!(status, 200);
     let server = steerd.http.url("/v1/reports");
     for want in [
+        "steer_probe_info{region=\"eu-1\",host=\"gpu-7\"} 1".to_owned(),
         "steer_probe_maps_readable 1".to_owned(),
         "steer_probe_gate_mode{mode=\"open\"} 1".to_owned(),
         "steer_probe_gate_mode{mode=\"drain\"} 0".to_owned(),

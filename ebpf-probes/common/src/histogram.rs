@@ -92,10 +92,14 @@ impl RttValue {
         } else {
             low
         };
+        // Bucket representatives can sit below the exact minimum of the same bucket: keep the
+        // quantiles ordered (min <= p50 <= p90), as the report protocol requires.
+        let p50_us = self.quantile(total, 500).max(min_us);
+        let p90_us = self.quantile(total, 900).max(p50_us);
         Some(Quantiles {
             samples: total,
-            p50_us: self.quantile(total, 500),
-            p90_us: self.quantile(total, 900),
+            p50_us,
+            p90_us,
             min_us,
         })
     }
@@ -191,6 +195,17 @@ pub fn bucket_value(b: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantiles_stay_ordered_when_the_minimum_is_above_its_bucket_representative() {
+        let mut h = RttValue::default();
+        for _ in 0..10 {
+            // All samples in one bucket, above the bucket's representative value.
+            h.record(bucket_bounds(bucket_of(40_000)).1 - 1);
+        }
+        let q = h.quantiles().expect("samples");
+        assert!(q.min_us <= q.p50_us && q.p50_us <= q.p90_us, "{q:?}");
+    }
 
     #[test]
     fn buckets_cover_the_range_in_order() {
