@@ -18,6 +18,7 @@ use steering_core::region_health::SurgeRamp;
 use steering_core::telemetry::IngestError;
 use steering_core::telemetry::wire::{REPORT_BYTES_MAX, Report, ReportReply};
 
+use crate::metrics::Scrape;
 use crate::state::{Shared, now_ms};
 use crate::tokens::Principal;
 
@@ -129,6 +130,10 @@ async fn report(State(shared): S, headers: HeaderMap, body: Bytes) -> Response {
 struct RegionState {
     status: String,
     drained: bool,
+    /// Drained, and the live hosts hold no connections: the region can be taken down.
+    drain_complete: bool,
+    /// Established connections summed over the live hosts.
+    active_connections: u64,
     ramp_ppm: u32,
     hosts_known: u32,
     hosts_live: u32,
@@ -185,6 +190,8 @@ async fn state(State(shared): S, headers: HeaderMap) -> Response {
             RegionState {
                 status: format!("{:?}", v.status).to_lowercase(),
                 drained: v.drained,
+                drain_complete: crate::metrics::drain_complete(v),
+                active_connections: v.load.active_connections,
                 ramp_ppm: v.ramp_ppm,
                 hosts_known: v.load.hosts_known,
                 hosts_live: v.load.hosts_live,
@@ -295,15 +302,8 @@ async fn undrain(State(shared): S, headers: HeaderMap, Path(region): Path<String
 
 async fn metrics(State(shared): S) -> Response {
     let snap = shared.snapshot.load_full();
-    let (prefixes, hosts) = {
-        let c = shared.control();
-        (
-            c.telemetry.prefix_count(),
-            c.telemetry.regions.values().map(|r| r.hosts.len()).sum::<usize>(),
-        )
-    };
-    let body = shared
-        .metrics
-        .render(&snap, &shared.answers.load(), prefixes, hosts);
+    // Copied under the lock with a bound per region; the quantiles are computed after it is released.
+    let scrape = Scrape::collect(&snap.policy, &shared.control().telemetry);
+    let body = shared.metrics.render(&snap, &shared.answers.load(), scrape);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

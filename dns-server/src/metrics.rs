@@ -3,8 +3,9 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use steering_core::engine::{AllDown, LatencySource, Outcome};
+use steering_core::engine::{AllDown, LatencySource, Outcome, RegionView};
 use steering_core::region_health::Status;
+use steering_core::telemetry::{RegionTelemetry, Telemetry};
 use steering_core::{Decision, Policy, Snapshot};
 
 /// RCODEs counted one by one; higher ones share the last slot.
@@ -15,6 +16,95 @@ const RCODE_NAMES: [&str; RCODES] = [
     "NOTAUTH", "NOTZONE", "RCODE11", "RCODE12", "RCODE13", "RCODE14", "RCODE15", "BADVERS", "RCODE17",
     "RCODE18", "RCODE19", "RCODE20", "RCODE21", "RCODE22", "OTHER",
 ];
+
+/// Client prefixes of one region whose RTT estimates a scrape summarises. A region may hold up to
+/// `Limits::prefixes_per_region_max` prefixes; copying them all under the control lock on every
+/// scrape would stall ingest, so a larger region is summarised from a sample of this many.
+pub const RTT_SUMMARY_PREFIXES_MAX: usize = 100_000;
+
+/// A drained region has finished draining once its live hosts hold no connections.
+#[must_use]
+pub fn drain_complete(v: &RegionView) -> bool {
+    v.drained && v.load.active_connections == 0
+}
+
+/// What one scrape copies out of the telemetry, under the control lock and bounded, so that the
+/// summaries are computed after the lock is released.
+#[derive(Debug, Default)]
+pub struct Scrape {
+    /// (region, prefix) RTT entries in total.
+    pub prefixes: usize,
+    /// Hosts known in total.
+    pub hosts: usize,
+    /// Per policy region, in policy order.
+    pub regions: Vec<RegionScrape>,
+}
+
+/// One region's share of a [`Scrape`].
+#[derive(Debug, Default)]
+pub struct RegionScrape {
+    /// Client prefixes with an RTT estimate.
+    pub prefixes: usize,
+    /// The smoothed median RTT (`srtt_us`) of at most [`RTT_SUMMARY_PREFIXES_MAX`] of them.
+    pub srtt_us: Vec<u32>,
+}
+
+impl Scrape {
+    /// Copies the counts and RTT estimates of `policy`'s regions out of `t`.
+    #[must_use]
+    pub fn collect(policy: &Policy, t: &Telemetry) -> Scrape {
+        Scrape {
+            prefixes: t.prefix_count(),
+            hosts: t.regions.values().map(|r| r.hosts.len()).sum(),
+            regions: policy
+                .regions
+                .iter()
+                .map(|r| RegionScrape::collect(t.regions.get(&r.name)))
+                .collect(),
+        }
+    }
+}
+
+impl RegionScrape {
+    fn collect(rt: Option<&RegionTelemetry>) -> RegionScrape {
+        let Some(rt) = rt else {
+            return RegionScrape::default();
+        };
+        // The first entries in hash order are a sample unrelated to RTT (the map is keyed by a
+        // randomly seeded hash of the prefix), and taking them costs no more than the bound.
+        RegionScrape {
+            prefixes: rt.prefixes.len(),
+            srtt_us: rt
+                .prefixes
+                .values()
+                .take(RTT_SUMMARY_PREFIXES_MAX)
+                .map(|e| e.srtt_us)
+                .collect(),
+        }
+    }
+}
+
+/// Nearest-rank index of the `pct` percentile among `n > 0` values.
+fn rank(n: usize, pct: usize) -> usize {
+    (n * pct).div_ceil(100).max(1) - 1
+}
+
+/// The nearest-rank median and p90 of `v` (reordered in place); `None` when `v` is empty.
+fn median_and_p90(v: &mut [u32]) -> Option<(u32, u32)> {
+    if v.is_empty() {
+        return None;
+    }
+    let (i50, i90) = (rank(v.len(), 50), rank(v.len(), 90));
+    let (below, p90, _) = v.select_nth_unstable(i90);
+    let p90 = *p90;
+    // Everything below index i90 is <= p90, so the median is found among those.
+    let p50 = if i50 == i90 {
+        p90
+    } else {
+        *below.select_nth_unstable(i50).1
+    };
+    Some((p50, p90))
+}
 
 /// Answers per (service, region) of one policy; replaced whole on reload.
 #[derive(Debug)]
@@ -132,7 +222,7 @@ impl Metrics {
     }
 
     /// Prometheus text exposition.
-    pub fn render(&self, snap: &Snapshot, answers: &AnswerCounters, prefixes: usize, hosts: usize) -> String {
+    pub fn render(&self, snap: &Snapshot, answers: &AnswerCounters, mut scrape: Scrape) -> String {
         let mut s = String::with_capacity(4096);
         let g = |c: &AtomicU64| c.load(Relaxed);
         let _ = writeln!(s, "# TYPE steerd_queries_total counter");
@@ -213,31 +303,7 @@ impl Metrics {
                 g(c)
             );
         }
-        let _ = writeln!(s, "# TYPE steerd_region_health gauge");
-        for (r, v) in snap.policy.regions.iter().zip(&snap.regions) {
-            let st = match v.status {
-                Status::Up => 1,
-                Status::Down => 0,
-                Status::Unknown => -1,
-            };
-            let _ = writeln!(s, "steerd_region_health{{region=\"{}\"}} {st}", r.name);
-            let _ = writeln!(
-                s,
-                "steerd_region_drained{{region=\"{}\"}} {}",
-                r.name,
-                u8::from(v.drained)
-            );
-            let _ = writeln!(
-                s,
-                "steerd_region_ramp_ppm{{region=\"{}\"}} {}",
-                r.name, v.ramp_ppm
-            );
-            let _ = writeln!(
-                s,
-                "steerd_region_hosts_live{{region=\"{}\"}} {}",
-                r.name, v.load.hosts_live
-            );
-        }
+        render_regions(&mut s, snap, &mut scrape.regions);
         let _ = writeln!(s, "# TYPE steerd_reports_total counter");
         let _ = writeln!(
             s,
@@ -283,13 +349,142 @@ impl Metrics {
             g(&self.snapshot_build_us_last)
         );
         let _ = writeln!(s, "# TYPE steerd_table_size gauge");
-        let _ = writeln!(s, "steerd_table_size{{table=\"telemetry_prefixes\"}} {prefixes}");
-        let _ = writeln!(s, "steerd_table_size{{table=\"telemetry_hosts\"}} {hosts}");
+        let _ = writeln!(
+            s,
+            "steerd_table_size{{table=\"telemetry_prefixes\"}} {}",
+            scrape.prefixes
+        );
+        let _ = writeln!(
+            s,
+            "steerd_table_size{{table=\"telemetry_hosts\"}} {}",
+            scrape.hosts
+        );
         let _ = writeln!(
             s,
             "steerd_table_size{{table=\"snapshot_rtt_rows\"}} {}",
             snap.rtt_rows()
         );
         s
+    }
+}
+
+/// A per-region gauge: name after `steerd_region_`, help text, and its value in a region's view.
+type RegionGauge = (&'static str, &'static str, fn(&RegionView) -> i64);
+
+/// The per-region gauges, one family after another (the exposition format wants each family's
+/// samples together). `scrape` is indexed like `snap.regions`; its RTT samples are reordered.
+fn render_regions(s: &mut String, snap: &Snapshot, scrape: &mut [RegionScrape]) {
+    let regions: Vec<(&str, &RegionView)> = snap
+        .policy
+        .regions
+        .iter()
+        .map(|r| r.name.as_str())
+        .zip(&snap.regions)
+        .collect();
+    let gauges: [RegionGauge; 6] = [
+        (
+            "health",
+            "1 up, 0 down, -1 unknown (not evaluated yet).",
+            |v| match v.status {
+                Status::Up => 1,
+                Status::Down => 0,
+                Status::Unknown => -1,
+            },
+        ),
+        ("drained", "1 while an operator drain is in place.", |v| {
+            i64::from(v.drained)
+        }),
+        (
+            "drain_complete",
+            "1 when the region is drained and its live hosts hold no connections (0 when not drained).",
+            |v| i64::from(drain_complete(v)),
+        ),
+        (
+            "active_connections",
+            "Established connections summed over the region's live hosts.",
+            |v| i64::try_from(v.load.active_connections).unwrap_or(i64::MAX),
+        ),
+        (
+            "ramp_ppm",
+            "Slow-start share of answers in ppm (1e6 = full).",
+            |v| i64::from(v.ramp_ppm),
+        ),
+        ("hosts_live", "Hosts whose last report is fresh.", |v| {
+            i64::from(v.load.hosts_live)
+        }),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(s, "# HELP steerd_region_{name} {help}");
+        let _ = writeln!(s, "# TYPE steerd_region_{name} gauge");
+        for (r, v) in &regions {
+            let _ = writeln!(s, "steerd_region_{name}{{region=\"{r}\"}} {}", value(v));
+        }
+    }
+    let _ = writeln!(
+        s,
+        "# HELP steerd_region_prefixes Client prefixes with an RTT estimate."
+    );
+    let _ = writeln!(s, "# TYPE steerd_region_prefixes gauge");
+    for ((r, _), sc) in regions.iter().zip(scrape.iter()) {
+        let _ = writeln!(s, "steerd_region_prefixes{{region=\"{r}\"}} {}", sc.prefixes);
+    }
+    let _ = writeln!(
+        s,
+        "# HELP steerd_region_rtt_microseconds Quantiles over the region's client prefixes of their \
+         smoothed median RTT (at most {RTT_SUMMARY_PREFIXES_MAX} prefixes sampled); absent without prefixes."
+    );
+    let _ = writeln!(s, "# TYPE steerd_region_rtt_microseconds gauge");
+    for ((r, _), sc) in regions.iter().zip(scrape.iter_mut()) {
+        if let Some((p50, p90)) = median_and_p90(&mut sc.srtt_us) {
+            let _ = writeln!(
+                s,
+                "steerd_region_rtt_microseconds{{region=\"{r}\",quantile=\"0.5\"}} {p50}"
+            );
+            let _ = writeln!(
+                s,
+                "steerd_region_rtt_microseconds{{region=\"{r}\",quantile=\"0.9\"}} {p90}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        assert_eq!(median_and_p90(&mut []), None);
+        assert_eq!(median_and_p90(&mut [7]), Some((7, 7)));
+        assert_eq!(median_and_p90(&mut [9, 1]), Some((1, 9)));
+        let mut v: Vec<u32> = (1..=10).rev().map(|i| i * 1000).collect();
+        assert_eq!(median_and_p90(&mut v), Some((5000, 9000)));
+        let mut v: Vec<u32> = (1..=1000).rev().collect();
+        assert_eq!(median_and_p90(&mut v), Some((500, 900)));
+    }
+
+    #[test]
+    fn a_large_region_is_sampled_within_the_bound() {
+        use steering_core::prefix::Prefix;
+        use steering_core::telemetry::RttEstimate;
+        let mut rt = RegionTelemetry::default();
+        for i in 0..(RTT_SUMMARY_PREFIXES_MAX as u32 + 5000) {
+            let p: Prefix = format!("{}.{}.{}.0/24", 10 + (i >> 16), (i >> 8) & 0xff, i & 0xff)
+                .parse()
+                .expect("prefix");
+            let e = RttEstimate {
+                srtt_us: 20_000,
+                srtt_us_p90: 22_000,
+                srtt_us_min: 18_000,
+                samples: 1,
+                retrans: 0,
+                updated_at: steering_core::UnixMs(0),
+            };
+            rt.prefixes.insert(p, e);
+        }
+        let sc = RegionScrape::collect(Some(&rt));
+        assert_eq!(sc.prefixes, RTT_SUMMARY_PREFIXES_MAX + 5000);
+        assert_eq!(sc.srtt_us.len(), RTT_SUMMARY_PREFIXES_MAX);
+        assert!(RegionScrape::collect(None).srtt_us.is_empty());
     }
 }

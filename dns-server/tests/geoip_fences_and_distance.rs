@@ -3,8 +3,7 @@
 
 mod common;
 
-#[path = "common/mmdb.rs"]
-mod mmdb;
+use steer_lab::mmdb;
 
 use common::{ADMIN_TOKEN, Opts, Steerd, query, udp};
 use hickory_proto::rr::RecordType;

@@ -144,7 +144,8 @@ struct Measured {
 }
 
 impl Measured {
-    /// CPU per query without the background share measured while idle: the query path's own cost.
+    /// CPU per query without the background share measured while idle: a lower bound of the query
+    /// path's own cost (under load the background work gets less of the core than while idle).
     fn cpu_us_per_query_excl_idle(&self) -> f64 {
         let busy = (self.cpu_s - self.idle_cpu_pct / 100.0 * self.wall_s).max(0.0);
         busy * 1e6 / self.queries as f64
@@ -810,7 +811,7 @@ fn measure(server: &Server, port: u16, queries: &Path, opts: Options) -> Result<
         idle_cpu_pct,
     };
     eprintln!(
-        "    {}: {:.0} qps, {} answered ({} lost, NOERROR {:.2}%), server CPU {:.2}s ({:.0}% of a core) = {:.2} us/query ({:.2} without the idle share), RSS {:.0} MiB",
+        "    {}: {:.0} qps, {} answered ({} lost, NOERROR {:.2}%), server CPU {:.2}s ({:.0}% of a core) = {:.2} us/query (>= {:.2} without the idle share), RSS {:.0} MiB",
         server.name,
         m.qps,
         m.queries,
@@ -1262,7 +1263,7 @@ fn print_table(rows: &[Row], opts: Options) {
             Some(m) => {
                 let idle = if m.idle_cpu_pct >= 1.0 {
                     format!(
-                        "idle {:.0}% of a core without queries ({:.2} us/query without it); ",
+                        "idle {:.0}% of a core without queries (>= {:.2} us/query without that share); ",
                         m.idle_cpu_pct,
                         m.cpu_us_per_query_excl_idle()
                     )

@@ -9,6 +9,7 @@
 )]
 
 mod bench_dns;
+mod codegen;
 mod prereqs;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ tasks:
   lab up|down|status
                   bring the lab up for exploring by hand, remove leftovers, or list its namespaces
   bench [core]    benchmarks with ratios (core: engine decisions at 1k/100k/1M prefixes)
+  codegen [--check]
+                  generate docs/policy.md from the policy types (--check: fail if it is stale)
   prereqs         only install the prerequisites
 ";
 
@@ -40,6 +43,7 @@ fn main() -> Result<()> {
         "prereqs" => prereqs::ensure_all(),
         "demo" => demo(&args[1..]),
         "lab" => lab(&args[1..]),
+        "codegen" => codegen::run(args[1..].iter().any(|a| a == "--check")),
         "bench" => bench(&args[1..]),
         "help" | "--help" | "-h" => {
             eprint!("{HELP}");

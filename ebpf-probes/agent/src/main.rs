@@ -366,7 +366,10 @@ fn run(plan: &RunPlan) -> anyhow::Result<()> {
     let listener = TcpListener::bind(plan.metrics_listen)
         .with_context(|| format!("binding /metrics on {}", plan.metrics_listen))?;
     let reports: Vec<String> = plan.agent.servers.iter().map(|s| agent::reports_url(s)).collect();
-    let stats = Arc::new(AgentStats::new(&reports, plan.agent.metrics_url.is_some()));
+    let stats = Arc::new(
+        AgentStats::new(&reports, plan.agent.metrics_url.is_some())
+            .with_identity(&plan.agent.region, &plan.agent.host),
+    );
     metrics::serve(listener, Arc::clone(&stats), pin_dir.clone()).context("starting /metrics")?;
     tracing::info!(listen = %plan.metrics_listen, "serving /metrics");
     let mut probe = Probe::load(&plan.load).context("loading the probe")?;
