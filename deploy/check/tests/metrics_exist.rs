@@ -70,6 +70,23 @@ fn scrape_steerd() -> String {
         "POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 3\r\nConnection: close\r\n\r\n{x}",
     );
     assert!(bad.starts_with("HTTP/1.1 4"), "a bad report is refused: {bad}");
+    // One good report, so that the per-region series that only exist with data (RTT quantiles) are there.
+    let report = serde_json::json!({
+        "version": 1, "region": "us-east", "host": "h1", "seq": 1, "sent_at_ms": 1, "interval_ms": 1000,
+        "health": {"ok": true, "checks": []},
+        "load": {"queue_depth": 0, "kv_cache_usage": 0.0, "active_connections": 0},
+        "gate": {"mode": "open", "syn_seen": 0, "syn_admitted": 0, "syn_dropped": 0},
+        "rtt": [{"prefix": "198.18.1.0/24", "samples": 5, "srtt_us_p50": 9000, "srtt_us_p90": 9500, "srtt_us_min": 8000}]
+    })
+    .to_string();
+    let good = http(
+        admin,
+        &format!(
+            "POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{report}",
+            report.len()
+        ),
+    );
+    assert!(good.starts_with("HTTP/1.1 200"), "a good report is taken: {good}");
     let resp = http(
         admin,
         "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
