@@ -8,6 +8,7 @@ pub mod helm;
 pub mod invocation;
 pub mod kube;
 pub mod promql;
+pub mod steerd;
 
 use std::path::{Path, PathBuf};
 

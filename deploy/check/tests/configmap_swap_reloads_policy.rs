@@ -4,30 +4,14 @@
 //! here and swapped under a real steerd; its /metrics must count the reload (and a bad policy must be
 //! counted as refused, not served).
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-struct Steerd(Child);
+use deploy_check::steerd::Steerd;
 
-impl Drop for Steerd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn metrics(admin: SocketAddr) -> String {
-    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .expect("send");
-    let mut out = String::new();
-    s.take(4 << 20).read_to_string(&mut out).expect("read");
-    out
+fn metrics(steerd: &Steerd) -> String {
+    steerd.metrics()
 }
 
 fn counter(body: &str, series: &str) -> u64 {
@@ -53,11 +37,11 @@ fn publish(dir: &Path, generation: u32, policy: &str, zone: &str) {
     }
 }
 
-fn wait_for(admin: SocketAddr, series: &str, at_least: u64) -> bool {
+fn wait_for(steerd: &Steerd, series: &str, at_least: u64) -> bool {
     // The poll is every second; kubelet's own sync takes up to a minute, this a few seconds.
     // 75 tries 200 ms apart: 15 s at most.
     for _ in 0..75 {
-        if counter(&metrics(admin), series) >= at_least {
+        if counter(&metrics(steerd), series) >= at_least {
             return true;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -74,44 +58,17 @@ fn a_configmap_swap_reloads_the_policy_in_place() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     publish(&dir, 1, &policy, &zone);
 
-    let mut child = Command::new(&deploy_check::bins::bins().steerd)
-        .args([
-            "serve",
-            "--dns",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--policy",
-        ])
-        .arg(dir.join("policy.yaml"))
-        .arg("--zone")
-        .arg(dir.join("zone.db"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("steerd starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let _guard = Steerd(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("steerd prints its addresses");
-    let admin: SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("admin="))
-        .unwrap_or_else(|| panic!("no admin= in {line:?}"))
-        .parse()
-        .expect("an address");
+    let steerd = Steerd::start(&dir.join("policy.yaml"), &dir.join("zone.db"));
     let ok = "steerd_policy_reloads_total{result=\"ok\"}";
     let failed = "steerd_policy_reloads_total{result=\"failed\"}";
-    let before = metrics(admin);
+    let before = metrics(&steerd);
     let (ok0, failed0) = (counter(&before, ok), counter(&before, failed));
 
     // A changed policy (one service's TTL) published the kubelet way.
     std::thread::sleep(Duration::from_millis(50));
     publish(&dir, 2, &policy.replace("normal: 60s", "normal: 30s"), &zone);
     assert!(
-        wait_for(admin, ok, ok0 + 1),
+        wait_for(&steerd, ok, ok0 + 1),
         "steerd did not reload after the ..data swap"
     );
 
@@ -123,10 +80,10 @@ fn a_configmap_swap_reloads_the_policy_in_place() {
         &zone,
     );
     assert!(
-        wait_for(admin, failed, failed0 + 1),
+        wait_for(&steerd, failed, failed0 + 1),
         "a bad policy was not counted as refused"
     );
-    let after = metrics(admin);
+    let after = metrics(&steerd);
     assert_eq!(counter(&after, ok), ok0 + 1, "the bad policy was not taken");
     assert!(
         after.contains("steerd_answers_total{service=\"batch\""),

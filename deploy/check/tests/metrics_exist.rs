@@ -3,70 +3,18 @@
 //! expressions match on), steer-probe's by the names compiled into the binary (a scrape needs the
 //! BPF programs attached, which needs root and an interface to attach to).
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
 use deploy_check::kube::Object;
 use deploy_check::promql::{self, MetricRef, Series};
-
-/// Kills the steerd this test started, also when an assertion fails.
-struct Steerd(Child);
-
-impl Drop for Steerd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn http(addr: SocketAddr, request: &str) -> String {
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to steerd's admin port");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("a timeout");
-    s.write_all(request.as_bytes()).expect("send");
-    let mut out = String::new();
-    s.take(4 << 20).read_to_string(&mut out).expect("read");
-    out
-}
 
 /// Starts steerd with deploy/examples on loopback, makes it refuse one report (so that the
 /// rejection family has a series), and returns its /metrics.
 fn scrape_steerd() -> String {
-    let bins = deploy_check::bins::bins();
     let root = deploy_check::root();
-    let mut child = Command::new(&bins.steerd)
-        .args([
-            "serve",
-            "--dns",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--policy",
-        ])
-        .arg(root.join("deploy/examples/policy.yaml"))
-        .arg("--zone")
-        .arg(root.join("deploy/examples/zone.db"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("steerd starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let guard = Steerd(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("steerd prints its addresses");
-    let admin: SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("admin="))
-        .unwrap_or_else(|| panic!("no admin= in {line:?}"))
-        .parse()
-        .expect("an address");
-    let bad = http(
-        admin,
+    let steerd = deploy_check::steerd::Steerd::start(
+        &root.join("deploy/examples/policy.yaml"),
+        &root.join("deploy/examples/zone.db"),
+    );
+    let bad = steerd.http(
         "POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 3\r\nConnection: close\r\n\r\n{x}",
     );
     assert!(bad.starts_with("HTTP/1.1 4"), "a bad report is refused: {bad}");
@@ -79,19 +27,15 @@ fn scrape_steerd() -> String {
         "rtt": [{"prefix": "198.18.1.0/24", "samples": 5, "srtt_us_p50": 9000, "srtt_us_p90": 9500, "srtt_us_min": 8000}]
     })
     .to_string();
-    let good = http(
-        admin,
+    let good = steerd.http(
         &format!(
             "POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{report}",
             report.len()
         ),
     );
     assert!(good.starts_with("HTTP/1.1 200"), "a good report is taken: {good}");
-    let resp = http(
-        admin,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
-    drop(guard);
+    let resp = steerd.metrics();
+    drop(steerd);
     let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP reply");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     body.to_owned()
