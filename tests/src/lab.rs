@@ -652,6 +652,59 @@ impl Lab {
     }
 }
 
+/// What [`cleanup`] removed besides namespaces.
+#[derive(Debug, Default)]
+pub struct LabCleanup {
+    pub netns: crate::netns::Cleanup,
+    pub cgroups: Vec<PathBuf>,
+    pub mounts: Vec<PathBuf>,
+}
+
+/// Removes everything labs whose names start with `prefix` left behind (a Ctrl-C, a `kill -9`): processes and
+/// namespaces, then the inference cgroups and the bpffs/cgroup2 mounts under the labs' directories in /tmp.
+/// `cargo xtask lab down` passes [`crate::netns::PREFIX`]; the demo's Ctrl-C handler passes its own run's prefix.
+pub fn cleanup(prefix: &str) -> Result<LabCleanup, LabError> {
+    let netns = crate::netns::cleanup_leftovers(prefix)?;
+    let mut done = LabCleanup {
+        netns,
+        ..LabCleanup::default()
+    };
+    let mounts = std::fs::read_to_string("/proc/self/mounts").map_err(io("read /proc/self/mounts"))?;
+    let tmp = std::env::temp_dir();
+    let ours: Vec<PathBuf> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(PathBuf::from)
+        .filter(|m| m.parent().and_then(Path::parent) == Some(tmp.as_path()))
+        .filter(|m| {
+            m.parent()
+                .and_then(Path::file_name)
+                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+        })
+        .collect();
+    for m in ours {
+        if m.file_name().is_some_and(|n| n == "cgroup")
+            && let Ok(entries) = std::fs::read_dir(&m)
+        {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+                    && std::fs::remove_dir(&p).is_ok()
+                {
+                    done.cgroups.push(p);
+                }
+            }
+        }
+        if Command::new("umount").arg(&m).status().is_ok_and(|s| s.success()) {
+            let _ = std::fs::remove_dir(&m);
+            done.mounts.push(m);
+        }
+    }
+    Ok(done)
+}
+
 /// Finds a region's object in `/v1/state` (an array of objects with `name`, or a map keyed by name).
 #[must_use]
 pub fn find_region<'a>(state: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {

@@ -27,7 +27,9 @@ tasks:
   demo [--keep]   build everything and run the steering story end to end, printed as tables
   lab up|down|status
                   bring the lab up for exploring by hand, remove leftovers, or list its namespaces
-  bench [core]    benchmarks with ratios (core: engine decisions at 1k/100k/1M prefixes)
+  bench [core|dns|all]
+                  benchmarks with ratios (core: engine decisions at 1k/100k/1M prefixes;
+                  dns: steerd vs gdnsd, NSD, Knot, hickory-dns under dnsperf, CPU per query)
   codegen [--check]
                   generate docs/policy.md from the policy types (--check: fail if it is stale)
   prereqs         only install the prerequisites

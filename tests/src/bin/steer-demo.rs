@@ -25,8 +25,15 @@ fn main() -> Result<()> {
         [] | ["story"] => run_story(keep),
         ["lab", "up"] => lab_up(),
         ["lab", "down"] => {
-            let done = steer_lab::netns::cleanup_leftovers(steer_lab::netns::PREFIX)?;
-            println!("removed {done:?}");
+            let done = steer_lab::lab::cleanup(steer_lab::netns::PREFIX)?;
+            println!(
+                "removed {} namespaces, {} links, {} cgroups, {} mounts; killed {} processes",
+                done.netns.namespaces.len(),
+                done.netns.links.len(),
+                done.cgroups.len(),
+                done.mounts.len(),
+                done.netns.pids_killed.len()
+            );
             Ok(())
         }
         ["lab", "status"] => {
@@ -73,6 +80,7 @@ fn how_to_query(lab: &Lab) {
 
 fn lab_up() -> Result<()> {
     steer_lab::require_root();
+    teardown_on_signal()?;
     let started = Instant::now();
     println!("bringing the lab up");
     let lab = Lab::up(story::story_spec(), &mut progress(started)).context("lab up")?;
@@ -80,8 +88,34 @@ fn lab_up() -> Result<()> {
     Ok(())
 }
 
+/// Ctrl-C (and SIGTERM) tear the lab down: signals are blocked in every thread (set before any is spawned)
+/// and one thread waits for them, removes what this run created, and exits.
+fn teardown_on_signal() -> Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.thread_block().context("block SIGINT/SIGTERM")?;
+    std::thread::spawn(move || {
+        let sig = set.wait();
+        eprintln!("\n{sig:?}: tearing the lab down");
+        let prefix = format!("{}{}-", steer_lab::netns::PREFIX, std::process::id());
+        match steer_lab::lab::cleanup(&prefix) {
+            Ok(d) => eprintln!(
+                "removed {} namespaces, {} mounts",
+                d.netns.namespaces.len(),
+                d.mounts.len()
+            ),
+            Err(e) => eprintln!("cleanup: {e} (run `cargo xtask lab down`)"),
+        }
+        std::process::exit(130);
+    });
+    Ok(())
+}
+
 fn run_story(keep: bool) -> Result<()> {
     steer_lab::require_root();
+    teardown_on_signal()?;
     let started = Instant::now();
     let spec = story::story_spec();
     println!(
