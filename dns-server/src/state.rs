@@ -97,6 +97,10 @@ pub fn read_policy(path: &Path) -> anyhow::Result<Policy> {
     Policy::from_yaml(&path.display().to_string(), &text).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// The RTT table of the snapshot is rebuilt at most this often (reports arrive every interval from every
+/// host; each would otherwise rebuild a table of up to a million rows).
+pub const RTT_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Loads the state file, if there is one.
 pub fn read_state(path: &Path) -> anyhow::Result<Option<StateFile>> {
     let meta = match std::fs::metadata(path) {
@@ -177,13 +181,16 @@ impl Shared {
             health.evaluate(policy, telemetry, now);
         }
         let prev = self.snapshot.load_full();
-        let snap = Snapshot::build(
+        // Health, drains and ramps are current in every snapshot; the RTT table (the costly part) is
+        // rebuilt only when an estimate changed, and at most every RTT_REFRESH.
+        let snap = Snapshot::build_with(
             c.policy.clone(),
             &c.telemetry,
             &c.health,
             now,
             self.seed,
             Some(&prev),
+            RTT_REFRESH,
         );
         drop(c);
         self.snapshot.store(Arc::new(snap));

@@ -267,3 +267,85 @@ fn health_hysteresis_ramp_and_gate() {
     );
     assert_eq!(h.regions["us-east"].last_bad_reason, Some("no live host"));
 }
+
+#[test]
+fn snapshots_share_the_rtt_table_until_an_estimate_changes() {
+    use std::sync::Arc;
+    use steering_core::Snapshot;
+    let p = Arc::new(policy());
+    let mut t = Telemetry::default();
+    let h = HealthState::default();
+    t.ingest(
+        &p,
+        &report("us-east", "h1", 1, true, &[("198.18.1.0/24", 20_000)]),
+        UnixMs(1000),
+    )
+    .unwrap();
+    let s1 = Snapshot::build(p.clone(), &t, &h, UnixMs(1000), 1, None);
+    let s2 = Snapshot::build(p.clone(), &t, &h, UnixMs(2000), 1, Some(&s1));
+    assert_eq!(
+        s2.rtt_built_at(),
+        UnixMs(1000),
+        "nothing changed: the table is shared"
+    );
+    // A report without RTT entries changes no estimate.
+    t.ingest(&p, &report("us-east", "h1", 2, true, &[]), UnixMs(2500))
+        .unwrap();
+    let s3 = Snapshot::build(p.clone(), &t, &h, UnixMs(3000), 1, Some(&s2));
+    assert_eq!(s3.rtt_built_at(), UnixMs(1000));
+    t.ingest(
+        &p,
+        &report("us-east", "h1", 3, true, &[("198.18.1.0/24", 30_000)]),
+        UnixMs(3500),
+    )
+    .unwrap();
+    let s4 = Snapshot::build(p.clone(), &t, &h, UnixMs(4000), 1, Some(&s3));
+    assert_eq!(s4.rtt_built_at(), UnixMs(4000), "an estimate changed: rebuilt");
+    // With a refresh interval, a change within it waits for the next refresh.
+    t.ingest(
+        &p,
+        &report("us-east", "h1", 4, true, &[("198.18.1.0/24", 40_000)]),
+        UnixMs(4200),
+    )
+    .unwrap();
+    let s5 = Snapshot::build_with(
+        p.clone(),
+        &t,
+        &h,
+        UnixMs(4500),
+        1,
+        Some(&s4),
+        Duration::from_secs(1),
+    );
+    assert_eq!(s5.rtt_built_at(), UnixMs(4000));
+    let s6 = Snapshot::build_with(
+        p.clone(),
+        &t,
+        &h,
+        UnixMs(5100),
+        1,
+        Some(&s5),
+        Duration::from_secs(1),
+    );
+    assert_eq!(s6.rtt_built_at(), UnixMs(5100));
+    // A new prefix does not wait for the refresh.
+    t.ingest(
+        &p,
+        &report("us-east", "h1", 5, true, &[("198.18.2.0/24", 40_000)]),
+        UnixMs(5200),
+    )
+    .unwrap();
+    let s7 = Snapshot::build_with(
+        p.clone(),
+        &t,
+        &h,
+        UnixMs(5300),
+        1,
+        Some(&s6),
+        Duration::from_secs(1),
+    );
+    assert_eq!(s7.rtt_built_at(), UnixMs(5300));
+    let prefix: Prefix = "198.18.1.0/24".parse().unwrap();
+    let east = p.region_by_name("us-east").unwrap().id;
+    assert!(s6.measured_rtt_us(&prefix, east) > s4.measured_rtt_us(&prefix, east));
+}

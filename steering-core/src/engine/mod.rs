@@ -11,6 +11,7 @@ mod rtt_table;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rtt_table::{NO_RTT, RttTable};
 
@@ -232,7 +233,12 @@ pub struct Snapshot {
     drained: RegionSet,
     ramping: RegionSet,
     services: Vec<ServiceView>,
-    rtt: RttTable,
+    /// Shared with the previous snapshot when no RTT estimate changed (see [`Snapshot::build_with`]).
+    rtt: Arc<RttTable>,
+    rtt_generation: u64,
+    rtt_built_at: UnixMs,
+    /// (region, prefix) estimates the table was built from.
+    rtt_prefixes: usize,
 }
 
 fn family_index(f: Family) -> usize {
@@ -266,6 +272,22 @@ impl Snapshot {
         now: UnixMs,
         seed: u64,
         prev: Option<&Snapshot>,
+    ) -> Snapshot {
+        Self::build_with(policy, telemetry, health, now, seed, prev, Duration::ZERO)
+    }
+
+    /// Like [`build`](Self::build), but the RTT table — by far the costliest part at a million prefixes —
+    /// is taken over from `prev` (shared, not copied) when no RTT estimate changed since it was built, or when
+    /// it is younger than `rtt_refresh` and no new prefix appeared. Health, drains, ramps and load are always current: they are cheap.
+    #[must_use]
+    pub fn build_with(
+        policy: Arc<Policy>,
+        telemetry: &Telemetry,
+        health: &HealthState,
+        now: UnixMs,
+        seed: u64,
+        prev: Option<&Snapshot>,
+        rtt_refresh: Duration,
     ) -> Snapshot {
         let n = policy.regions.len();
         let mut regions = Vec::with_capacity(n);
@@ -335,7 +357,20 @@ impl Snapshot {
             })
             .collect();
 
-        let rtt = Self::build_rtt(&policy, telemetry, up, prev);
+        // New prefixes are news (a client seen for the first time): they never wait for the refresh.
+        let prefixes = telemetry.prefix_count();
+        let reusable = prev.filter(|p| {
+            Self::same_regions(&p.policy, &policy)
+                && (p.rtt_generation == telemetry.rtt_generation
+                    || (now.since(p.rtt_built_at) < rtt_refresh && p.rtt_prefixes == prefixes))
+        });
+        let (rtt, rtt_generation, rtt_built_at, rtt_prefixes) = match reusable {
+            Some(p) => (p.rtt.clone(), p.rtt_generation, p.rtt_built_at, p.rtt_prefixes),
+            None => {
+                let t = Self::build_rtt(&policy, telemetry, up, prev);
+                (Arc::new(t), telemetry.rtt_generation, now, prefixes)
+            }
+        };
         Snapshot {
             policy,
             built_at: now,
@@ -346,7 +381,20 @@ impl Snapshot {
             ramping,
             services,
             rtt,
+            rtt_generation,
+            rtt_built_at,
+            rtt_prefixes,
         }
+    }
+
+    fn same_regions(a: &Policy, b: &Policy) -> bool {
+        a.regions.len() == b.regions.len() && a.regions.iter().zip(&b.regions).all(|(x, y)| x.name == y.name)
+    }
+
+    /// When the RTT table in this snapshot was built (it is shared while no estimate changes).
+    #[must_use]
+    pub fn rtt_built_at(&self) -> UnixMs {
+        self.rtt_built_at
     }
 
     fn build_rtt(policy: &Policy, telemetry: &Telemetry, up: RegionSet, prev: Option<&Snapshot>) -> RttTable {
@@ -392,15 +440,7 @@ impl Snapshot {
             .fold((0, 0), |(u, p), s| {
                 (u.max(s.stabilize_us), p.max(s.stabilize_pct))
             });
-        let same_regions = prev.is_some_and(|p| {
-            p.policy.regions.len() == n
-                && p.policy
-                    .regions
-                    .iter()
-                    .zip(&policy.regions)
-                    .all(|(a, b)| a.name == b.name)
-        });
-        let prev = prev.filter(|_| same_regions);
+        let prev = prev.filter(|p| Self::same_regions(&p.policy, policy));
         let prefixes: Vec<(Prefix, u32)> = table.index.iter().map(|(p, r)| (*p, *r)).collect();
         for (p, row) in prefixes {
             let row = row as usize;

@@ -164,6 +164,10 @@ pub struct Ingested {
 pub struct Telemetry {
     pub limits: Limits,
     pub regions: BTreeMap<String, RegionTelemetry>,
+    /// Bumped whenever an RTT estimate changes (ingest, expiry), so that a snapshot can tell whether its
+    /// RTT table is still current. Not persisted: a loaded store starts a new count.
+    #[serde(skip)]
+    pub rtt_generation: u64,
 }
 
 fn valid_host(h: &str) -> bool {
@@ -245,6 +249,7 @@ impl Telemetry {
         Telemetry {
             limits,
             regions: BTreeMap::new(),
+            rtt_generation: 0,
         }
     }
 
@@ -319,6 +324,9 @@ impl Telemetry {
             }
         }
         region.prefixes_refused += refused as u64;
+        if updated > 0 {
+            self.rtt_generation += 1;
+        }
         Ok(Ingested {
             prefixes_updated: updated,
             prefixes_refused: refused,
@@ -341,6 +349,9 @@ impl Telemetry {
                 .hosts
                 .retain(|_, s| now.since(s.last_report_at) <= limits.host_max_age);
             h += before - region.hosts.len();
+        }
+        if p > 0 {
+            self.rtt_generation += 1;
         }
         (p, h)
     }
