@@ -364,12 +364,11 @@ impl Snapshot {
                 && (p.rtt_generation == telemetry.rtt_generation
                     || (now.since(p.rtt_built_at) < rtt_refresh && p.rtt_prefixes == prefixes))
         });
-        let (rtt, rtt_generation, rtt_built_at, rtt_prefixes) = match reusable {
-            Some(p) => (p.rtt.clone(), p.rtt_generation, p.rtt_built_at, p.rtt_prefixes),
-            None => {
-                let t = Self::build_rtt(&policy, telemetry, up, prev);
-                (Arc::new(t), telemetry.rtt_generation, now, prefixes)
-            }
+        let (rtt, rtt_generation, rtt_built_at, rtt_prefixes) = if let Some(p) = reusable {
+            (p.rtt.clone(), p.rtt_generation, p.rtt_built_at, p.rtt_prefixes)
+        } else {
+            let t = Self::build_rtt(&policy, telemetry, up, prev);
+            (Arc::new(t), telemetry.rtt_generation, now, prefixes)
         };
         Snapshot {
             policy,
