@@ -75,13 +75,7 @@ fn a_killed_agent_leaves_the_drain_and_the_next_one_continues() {
     probe::veth(&srv, "rs0", "198.18.0.1", &cli, "rs1", "198.18.7.2");
     let cgroup = common::TestCgroup::create("steer-restart");
     let pins = common::PinDir::new("steer-restart");
-    let work = std::env::temp_dir().join(format!(
-        "{}-work",
-        pins.0.file_name().expect("name").to_string_lossy()
-    ));
-    std::fs::create_dir_all(&work).expect("work dir");
-    let token = work.join("token");
-    std::fs::write(&token, "t0k3n\n").expect("token");
+    let (work, token) = probe::work_dir_with_token(&pins.0);
     // The listener's backlog completes handshakes; nobody needs to accept.
     let _listener = srv.run(|| TcpListener::bind(server_addr()).expect("binding 198.18.0.1:8000"));
     let steerd = FakeSteerd::start(&srv, SteerdMode::Reply(reply(GateMode::Drain, 0, 0, 100)));

@@ -84,13 +84,7 @@ fn hold_keeps_the_mode_against_steerd() {
     probe::veth(&ns, "hold0", "198.18.0.1", &peer, "hold1", "198.18.9.2");
     let cgroup = common::TestCgroup::create("steer-hold");
     let pins = common::PinDir::new("steer-hold");
-    let work = std::env::temp_dir().join(format!(
-        "{}-work",
-        pins.0.file_name().expect("name").to_string_lossy()
-    ));
-    std::fs::create_dir_all(&work).expect("work dir");
-    let token = work.join("token");
-    std::fs::write(&token, "t0k3n\n").expect("token");
+    let (work, token) = probe::work_dir_with_token(&pins.0);
     let steerd = FakeSteerd::start(&ns, SteerdMode::Reply(reply(GateMode::Open, 0, 0, 100)));
     let metrics_port = probe::free_port(&ns);
     let args: Vec<String> = [

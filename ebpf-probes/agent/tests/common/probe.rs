@@ -252,3 +252,15 @@ pub(crate) fn http_get(ns: &Netns, url: &str) -> (u16, String) {
         }
     })
 }
+
+/// A work directory next to a pin dir (logs, config) with a token file in it: `(work, token)`.
+pub(crate) fn work_dir_with_token(pins: &Path) -> (PathBuf, PathBuf) {
+    let work = std::env::temp_dir().join(format!(
+        "{}-work",
+        pins.file_name().expect("name").to_string_lossy()
+    ));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let token = work.join("token");
+    std::fs::write(&token, "t0k3n\n").expect("token");
+    (work, token)
+}
