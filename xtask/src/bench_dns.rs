@@ -21,6 +21,7 @@
     reason = "the benchmark's table is its output; progress goes to stderr"
 )]
 
+use crate::prereqs::output;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs;
@@ -224,7 +225,7 @@ fn guard(server: &str, f: impl FnOnce() -> Result<Row>) -> Row {
     })
 }
 
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if s.chars().count() > 160 {
         format!("{}...", s.chars().take(157).collect::<String>())
@@ -235,37 +236,10 @@ fn one_line(s: &str) -> String {
 
 // === prerequisites ===
 
-fn output(cmd: &mut Command) -> Option<String> {
-    let out = cmd.output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn installed(pkg: &str) -> bool {
-    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
-        .is_some_and(|s| s.contains("install ok installed"))
-}
-
 fn ensure_debian_packages() -> Result<()> {
-    step("prerequisite: Debian packages for the DNS benchmark");
-    let missing: Vec<&str> = DEBIAN_PACKAGES
-        .iter()
-        .map(|(p, _)| *p)
-        .filter(|p| !installed(p))
-        .collect();
-    for (p, why) in DEBIAN_PACKAGES {
-        let state = if missing.contains(p) { "missing" } else { "ok" };
-        eprintln!("    {state:<8}{p:<20}{why}");
-    }
+    let missing = crate::prereqs::missing_debian("the DNS benchmark", DEBIAN_PACKAGES)?;
     if missing.is_empty() {
         return Ok(());
-    }
-    if output(Command::new("id").arg("-u")).is_none_or(|s| s.trim() != "0") {
-        bail!(
-            "packages missing and not root: run `sudo apt-get install {}`",
-            missing.join(" ")
-        );
     }
     // No init system runs here, but the packages' maintainer scripts still try `invoke-rc.d`:
     // policy-rc.d exit 101 tells them not to start anything.
@@ -280,15 +254,7 @@ fn ensure_debian_packages() -> Result<()> {
         run(Command::new("chmod").args(["755"]).arg(policy))?;
     }
     let before = daemon_pids();
-    let result = run(Command::new("apt-get")
-        .args(["update", "-qq"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))
-    .and_then(|()| {
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))
-    });
+    let result = crate::prereqs::apt_install(&missing);
     if ours {
         let _ = fs::remove_file(policy);
     }
@@ -305,7 +271,7 @@ fn ensure_debian_packages() -> Result<()> {
         eprintln!("    the install started {comm} (pid {pid}): stopping it");
         let _ = run(Command::new("kill").args(["-TERM", &pid.to_string()]));
     }
-    result.context("apt-get install")
+    result
 }
 
 /// Running processes named like the peers' daemons.
@@ -323,7 +289,7 @@ fn daemon_pids() -> Vec<(u32, String)> {
 }
 
 /// Tools' chatter goes with the progress on stderr: stdout carries only the table.
-fn to_stderr() -> Stdio {
+pub(crate) fn to_stderr() -> Stdio {
     Stdio::from(std::io::stderr())
 }
 
@@ -594,10 +560,10 @@ fn wait_ready(server: &mut Server, port: u16, data: &Data) -> Result<String> {
 
 /// A server this benchmark started; stopped by its pid when dropped.
 #[derive(Debug)]
-struct Server {
-    name: String,
-    child: Child,
-    log: PathBuf,
+pub(crate) struct Server {
+    pub(crate) name: String,
+    pub(crate) child: Child,
+    pub(crate) log: PathBuf,
 }
 
 impl Server {
@@ -623,12 +589,12 @@ impl Server {
         })
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// SIGTERM by pid, then SIGKILL after a grace period.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
@@ -667,7 +633,7 @@ fn free_port() -> Result<u16> {
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat`'s times.
-fn clock_ticks() -> f64 {
+pub(crate) fn clock_ticks() -> f64 {
     output(Command::new("getconf").arg("CLK_TCK"))
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
@@ -1319,7 +1285,7 @@ fn print_table(rows: &[Row], opts: Options) {
     }
 }
 
-fn json_str(s: &str) -> String {
+pub(crate) fn json_str(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
     o.push('"');
     for c in s.chars() {

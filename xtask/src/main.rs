@@ -9,6 +9,7 @@
 )]
 
 mod bench_dns;
+mod bench_probe;
 mod codegen;
 mod prereqs;
 
@@ -27,9 +28,10 @@ tasks:
   demo [--keep]   build everything and run the steering story end to end, printed as tables
   lab up|down|status
                   bring the lab up for exploring by hand, remove leftovers, or list its namespaces
-  bench [core|dns|all]
+  bench [core|dns|probe|all]
                   benchmarks with ratios (core: engine decisions at 1k/100k/1M prefixes;
-                  dns: steerd vs gdnsd, NSD, Knot, hickory-dns under dnsperf, CPU per query)
+                  dns: steerd vs gdnsd, NSD, Knot, hickory-dns under dnsperf, CPU per query;
+                  probe: loopback round trips with/without sock_ops, SYN drops gate vs nftables)
   codegen [--check]
                   generate docs/policy.md from the policy types (--check: fail if it is stale)
   prereqs         only install the prerequisites
@@ -158,8 +160,8 @@ fn lab(args: &[String]) -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     let which = args.first().map_or("all", String::as_str);
-    if !matches!(which, "core" | "dns" | "all") {
-        bail!("unknown benchmark {which:?} (known: core, dns, all)");
+    if !matches!(which, "core" | "dns" | "probe" | "all") {
+        bail!("unknown benchmark {which:?} (known: core, dns, probe, all)");
     }
     if matches!(which, "core" | "all") {
         step("engine: decisions per second at 1k, 100k and 1M client prefixes x 5 regions");
@@ -169,6 +171,11 @@ fn bench(args: &[String]) -> Result<()> {
         // `bench dns [--prefixes N] [--seconds N]`; `bench all` runs it with the defaults.
         let rest = if which == "dns" { &args[1..] } else { &[] };
         bench_dns::bench(rest)?;
+    }
+    if matches!(which, "probe" | "all") {
+        // `bench probe [--seconds N] [--rounds N] [--flood-seconds N] [--flood-rounds N]`.
+        let rest = if which == "probe" { &args[1..] } else { &[] };
+        bench_probe::bench(rest)?;
     }
     Ok(())
 }

@@ -22,6 +22,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "the NFQUEUE target that feeds the lab's WAN delay line (this kernel has no nft queue)",
     ),
     (
+        "nftables",
+        "nft: the rules `cargo xtask bench probe` compares the XDP gate with",
+    ),
+    (
         "util-linux",
         "chrt: real-time priority keeps the delay line's delays accurate under load",
     ),
@@ -42,7 +46,7 @@ pub(crate) fn ensure_all() -> Result<()> {
     Ok(())
 }
 
-fn output(cmd: &mut Command) -> Option<String> {
+pub(crate) fn output(cmd: &mut Command) -> Option<String> {
     let out = cmd.output().ok()?;
     out.status
         .success()
@@ -106,31 +110,43 @@ fn is_root() -> bool {
     output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
 }
 
-fn installed(pkg: &str) -> bool {
+pub(crate) fn installed(pkg: &str) -> bool {
     output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
         .is_some_and(|s| s.contains("install ok installed"))
 }
 
 fn ensure_debian_packages() -> Result<()> {
-    step("prerequisite: Debian packages for the tests and the lab");
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    let missing = missing_debian("the tests and the lab", DEBIAN_PACKAGES)?;
+    apt_install(&missing)
+}
+
+/// Prints one line per `(package, why)` saying whether it is installed, and returns the missing ones.
+/// Fails (saying what to run) when some are missing and this is not root.
+pub(crate) fn missing_debian<'a>(what: &str, packages: &[(&'a str, &str)]) -> Result<Vec<&'a str>> {
+    step(&format!("prerequisite: Debian packages for {what}"));
+    let missing: Vec<&str> = packages
         .iter()
         .map(|(p, _)| *p)
         .filter(|p| !installed(p))
         .collect();
-    for (p, why) in DEBIAN_PACKAGES {
+    for (p, why) in packages {
         let state = if missing.contains(p) { "missing" } else { "ok" };
-        eprintln!("    {state:<8}{p:<16}{why}");
+        eprintln!("    {state:<8}{p:<20}{why}");
     }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if !is_root() {
+    if !missing.is_empty() && !is_root() {
         bail!(
             "packages missing ({}) and not root: run `sudo apt-get install {}`",
             missing.join(" "),
             missing.join(" ")
         );
+    }
+    Ok(missing)
+}
+
+/// `apt-get update` then `apt-get install` of `packages` (nothing when empty), non-interactively.
+pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
+    if packages.is_empty() {
+        return Ok(());
     }
     run(Command::new("apt-get")
         .args(["update", "-qq"])
@@ -138,7 +154,7 @@ fn ensure_debian_packages() -> Result<()> {
     .context("apt-get update")?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
+        .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive"))
     .context("apt-get install")
 }
