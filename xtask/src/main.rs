@@ -116,22 +116,27 @@ fn test() -> Result<()> {
 
 fn demo(args: &[String]) -> Result<()> {
     prereqs::ensure_all()?;
-    step("building (release)");
-    run(cargo().args(["build", "--release", "--bins"]))?;
     step("the steering story");
-    let mut cmd = cargo();
-    cmd.args([
-        "run",
-        "--quiet",
-        "--release",
-        "-p",
-        "steer-lab",
-        "--bin",
-        "steer-demo",
-        "--",
-    ])
-    .args(args);
-    run(&mut cmd)
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    steer_demo(&args)
+}
+
+/// Builds every binary in release (the lab starts steerd, steer-probe and its helpers from target/release)
+/// and runs `steer-demo` with `args`.
+fn steer_demo(args: &[&str]) -> Result<()> {
+    run(cargo().args(["build", "--release", "--bins"]))?;
+    run(cargo()
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "steer-lab",
+            "--bin",
+            "steer-demo",
+            "--",
+        ])
+        .args(args))
 }
 
 fn lab(args: &[String]) -> Result<()> {
@@ -143,19 +148,7 @@ fn lab(args: &[String]) -> Result<()> {
         prereqs::ensure_all()?;
     }
     step(&format!("lab {what}"));
-    run(cargo().args(["build", "--release", "--bins"]))?;
-    run(cargo().args([
-        "run",
-        "--quiet",
-        "--release",
-        "-p",
-        "steer-lab",
-        "--bin",
-        "steer-demo",
-        "--",
-        "lab",
-        what,
-    ]))
+    steer_demo(&["lab", what])
 }
 
 fn bench(args: &[String]) -> Result<()> {
